@@ -1,0 +1,55 @@
+// Argument checks shared by the CPU and CUDA op layers. Every message starts with the op name and
+// names the argument and the offending value, so errors reach Python readable as they are.
+#pragma once
+
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <string>
+
+namespace uvireid {
+
+using torch::stable::Tensor;
+using torch::headeronly::ScalarType;
+
+inline std::string dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Float: return "float32";
+    case ScalarType::Double: return "float64";
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Long: return "int64";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Bool: return "bool";
+    default: return "dtype code " + std::to_string(static_cast<int>(t));
+  }
+}
+
+inline void check_dim(const char* op, const char* arg, const Tensor& t, int64_t dim) {
+  STD_TORCH_CHECK(t.dim() == dim, op, ": expected ", arg, " to be ", dim, "-D, got ", t.dim(), "-D");
+}
+
+inline void check_dtype(const char* op, const char* arg, const Tensor& t, ScalarType want) {
+  STD_TORCH_CHECK(t.scalar_type() == want, op, ": expected ", arg, " of dtype ", dtype_name(want), ", got ",
+                  dtype_name(t.scalar_type()));
+}
+
+inline void check_size(const char* op, const char* arg, const Tensor& t, int64_t dim, int64_t want) {
+  STD_TORCH_CHECK(t.size(dim) == want, op, ": expected ", arg, ".size(", dim, ") == ", want, ", got ",
+                  t.size(dim));
+}
+
+inline void check_same_device(const char* op, const char* arg, const Tensor& t, const char* ref_arg,
+                              const Tensor& ref) {
+  STD_TORCH_CHECK(t.get_device_index() == ref.get_device_index() && t.is_cuda() == ref.is_cuda(), op,
+                  ": expected ", arg, " on the same device as ", ref_arg, " (", ref.is_cuda() ? "cuda:" : "cpu",
+                  ref.is_cuda() ? std::to_string(ref.get_device_index()) : "", "), got ",
+                  t.is_cuda() ? "cuda:" : "cpu", t.is_cuda() ? std::to_string(t.get_device_index()) : "");
+}
+
+inline void check_contiguous(const char* op, const char* arg, const Tensor& t) {
+  STD_TORCH_CHECK(t.is_contiguous(), op, ": expected ", arg, " to be contiguous");
+}
+
+}  // namespace uvireid

@@ -1,0 +1,34 @@
+// The one schema block of uvireid_ext: every op's signature in one place. Kernels register per
+// backend next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu) with STABLE_TORCH_LIBRARY_IMPL.
+// Fake (meta) kernels and autograd live in Python (uvireid_ext/ops/*.py).
+
+#include <Python.h>
+
+#include <torch/csrc/stable/library.h>
+
+// Importing uvireid_ext._C runs the static registrations below; no pybind needed.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+STABLE_TORCH_LIBRARY(uvireid_ext, m) {
+  // ---- distances: kNN, k-reciprocal encoding, query expansion, Jaccard (csrc/*/distance*) ----
+  // knn: [N, D] float -> (indices [N, k] int64, squared distances [N, k] float32), self included,
+  // ties to the lower index.
+  m.def("knn(Tensor x, int k) -> (Tensor, Tensor)");
+  // k-reciprocal encoding V as CSR (crow [N+1], col [nnz], val [nnz]); rank = knn indices [N, >=k1].
+  m.def("k_reciprocal_encode(Tensor x, Tensor rank, int k1) -> (Tensor, Tensor, Tensor)");
+  // query expansion of V over the first `pool` ranked neighbours: at most `cap` per (outer, inner)
+  // group, mean per inner group, equal-weight mean per outer group, then over outer groups.
+  m.def(
+      "query_expansion(Tensor crow, Tensor col, Tensor val, Tensor rank, Tensor outer, Tensor inner, "
+      "int pool, int cap) -> (Tensor, Tensor, Tensor)");
+  m.def("jaccard_dense(Tensor crow, Tensor col, Tensor val) -> Tensor");
+  m.def(
+      "jaccard_sparse(Tensor crow, Tensor col, Tensor val, float max_distance) -> (Tensor, Tensor, Tensor)");
+
+  // ---- clustering: DBSCAN on sparse distances, segmented k-means (csrc/*/cluster*) ----
+
+  // ---- memories and losses: memory_update_, segment_reduce, mmd2 (csrc/*/memory*, csrc/*/mmd*) ----
+}

@@ -1,0 +1,56 @@
+"""Command line: ``python -m uvireid_ext {info,bench,...}``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+
+import torch
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import uvireid_ext
+
+    info = uvireid_ext.build_info
+    print(f"uvireid_ext {uvireid_ext.__version__}")
+    print(f"python      {platform.python_version()} ({sys.executable})")
+    print(f"torch       {torch.__version__} (CUDA {torch.version.cuda}, GPU available: {torch.cuda.is_available()})")
+    if info is None:
+        print("build       none: uvireid_ext._C is not built; run: pip install --no-build-isolation .")
+        return 1
+    print(f"build       {'CUDA + CPU' if info.with_cuda else 'CPU only'} ({info.reason})")
+    print(f"  built with torch {info.torch_version}, loads into torch >= {info.min_torch} (stable ABI)")
+    print(f"  CUDA {info.cuda_version}, nvcc {info.nvcc_version}, arch list {info.arch_list or '-'}")
+    print(f"  ops loaded: {uvireid_ext.HAS_OPS}")
+    if torch.cuda.is_available():
+        print(f"device      {torch.cuda.get_device_name()}")
+    return 0 if uvireid_ext.HAS_OPS else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m uvireid_ext", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print the build and runtime configuration").set_defaults(fn=cmd_info)
+    p = sub.add_parser("bench", help="run a benchmark from bench/ (see --help there)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Typed wrappers over ``torch.ops.uvireid_ext``, their fake kernels and autograd, one module per family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+F = TypeVar("F", bound=Callable)
+
+
+def has_schema(name: str) -> bool:
+    """Whether the loaded library defines ``uvireid_ext::<name>``."""
+    try:
+        torch._C._dispatch_find_schema_or_throw(f"uvireid_ext::{name}", "")
+    except RuntimeError:
+        return False
+    return True
+
+
+def register_fake(name: str) -> Callable[[F], F]:
+    """``torch.library.register_fake`` for ``uvireid_ext::<name>``, skipped when the op is absent,
+    so a missing build fails with one clear message at call time instead of at import."""
+
+    def wrap(fn: F) -> F:
+        if has_schema(name):
+            torch.library.register_fake(f"uvireid_ext::{name}")(fn)
+        return fn
+
+    return wrap
+
+
+def op(name: str) -> torch._ops.OpOverload:
+    """The default overload of ``uvireid_ext::<name>``, or a clear error when the build is missing."""
+    if not has_schema(name):
+        from .. import assert_has_ops
+
+        assert_has_ops()
+        raise RuntimeError(f"uvireid_ext: op {name} is not defined by the loaded build; rebuild the package")
+    return getattr(torch.ops.uvireid_ext, name).default

@@ -1,0 +1,1 @@
+"""kNN, k-reciprocal encoding, query expansion and Jaccard distance (work in progress)."""
