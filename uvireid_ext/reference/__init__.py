@@ -1,0 +1,4 @@
+"""Plain-PyTorch versions of every uvireid_ext op: the test oracle, and the documentation of what
+each op computes. Written for clarity, not speed; small inputs only."""
+
+from .distance import *  # noqa: F403

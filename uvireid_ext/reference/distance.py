@@ -1,0 +1,1 @@
+"""Plain reference for the distance ops (work in progress)."""
