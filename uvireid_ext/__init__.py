@@ -21,13 +21,14 @@ def assert_has_ops() -> None:
         )
 
 
-from .ops.distance import *  # noqa: E402,F403  (filled in below)
+from .ops.distance import jaccard, jaccard_distance, k_reciprocal_encode, knn, query_expansion  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "HAS_OPS",
     "assert_has_ops",
     "build_info",
+    "jaccard",
     "jaccard_distance",
     "k_reciprocal_encode",
     "knn",

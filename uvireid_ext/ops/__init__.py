@@ -33,9 +33,10 @@ def register_fake(name: str) -> Callable[[F], F]:
 
 def op(name: str) -> torch._ops.OpOverload:
     """The default overload of ``uvireid_ext::<name>``, or a clear error when the build is missing."""
-    if not has_schema(name):
+    try:
+        return getattr(torch.ops.uvireid_ext, name).default
+    except AttributeError:
         from .. import assert_has_ops
 
         assert_has_ops()
-        raise RuntimeError(f"uvireid_ext: op {name} is not defined by the loaded build; rebuild the package")
-    return getattr(torch.ops.uvireid_ext, name).default
+        raise RuntimeError(f"uvireid_ext: op {name} is not defined by the loaded build; rebuild the package") from None

@@ -1,0 +1,416 @@
+// CPU kernels of the distance ops: knn, k_reciprocal_encode, query_expansion, jaccard_dense,
+// jaccard_sparse. Rows are independent and run under torch's parallel_for; the row rules come from
+// csrc/kernels/distance.cuh, shared with the CUDA kernels.
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "common/checks.h"
+#include "common/csr.h"
+#include "kernels/distance.cuh"
+
+namespace uvireid {
+namespace {
+
+using torch::stable::Tensor;
+using namespace uvireid::distance;
+
+constexpr int64_t kGrain = 16;
+
+Tensor empty_cpu(std::vector<int64_t> sizes, ScalarType dtype) {
+  return torch::stable::empty(sizes, dtype, std::nullopt, torch::stable::Device(torch::stable::DeviceType::CPU));
+}
+
+// Per-row results gathered into CSR tensors (crow int64 [N+1], col int64 [nnz], val float32 [nnz]).
+std::tuple<Tensor, Tensor, Tensor> to_csr(const std::vector<std::vector<int32_t>>& cols,
+                                          const std::vector<std::vector<float>>& vals) {
+  const int64_t n = static_cast<int64_t>(cols.size());
+  Tensor crow = empty_cpu({n + 1}, ScalarType::Long);
+  int64_t* cp = crow.mutable_data_ptr<int64_t>();
+  cp[0] = 0;
+  for (int64_t i = 0; i < n; ++i) cp[i + 1] = cp[i] + static_cast<int64_t>(cols[i].size());
+  Tensor col = empty_cpu({cp[n]}, ScalarType::Long);
+  Tensor val = empty_cpu({cp[n]}, ScalarType::Float);
+  int64_t* colp = col.mutable_data_ptr<int64_t>();
+  float* valp = val.mutable_data_ptr<float>();
+  torch::stable::parallel_for(0, n, kGrain * 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::copy(cols[i].begin(), cols[i].end(), colp + cp[i]);
+      std::copy(vals[i].begin(), vals[i].end(), valp + cp[i]);
+    }
+  });
+  return {crow, col, val};
+}
+
+void check_features(const char* op, const Tensor& x) {
+  check_dim(op, "features", x, 2);
+  check_dtype(op, "features", x, ScalarType::Float);
+}
+
+// First row holding NaN or Inf, or -1.
+int64_t first_nonfinite_row(const float* x, int64_t n, int64_t d) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t t = 0; t < d; ++t)
+      if (!std::isfinite(x[i * d + t])) return i;
+  return -1;
+}
+
+void check_rank(const char* op, const Tensor& rank, int64_t n, int64_t min_cols, const char* what) {
+  check_dim(op, "rank", rank, 2);
+  check_dtype(op, "rank", rank, ScalarType::Long);
+  check_size(op, "rank", rank, 0, n);
+  STD_TORCH_CHECK(rank.size(1) >= min_cols, op, ": rank has ", rank.size(1), " columns but ", what, " = ",
+                  min_cols, " needs at least that many");
+  const int64_t* r = rank.const_data_ptr<int64_t>();
+  for (int64_t t = 0; t < rank.numel(); ++t)
+    STD_TORCH_CHECK(r[t] >= 0 && r[t] < n, op, ": rank holds index ", r[t], " at flat position ", t,
+                    ", outside [0, ", n, ")");
+}
+
+// ---------------------------------------------------------------------------------------------- knn
+
+std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
+  const char* op = "knn";
+  check_features(op, x);
+  x = torch::stable::contiguous(x);
+  const int64_t n = x.size(0), dim = x.size(1);
+  STD_TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
+  STD_TORCH_CHECK(n == 0 || k <= n, op, ": k = ", k, " exceeds the number of rows N = ", n);
+  Tensor idx = empty_cpu({n, k}, ScalarType::Long);
+  Tensor dist = empty_cpu({n, k}, ScalarType::Float);
+  if (n == 0) return {idx, dist};
+  const float* xp = x.const_data_ptr<float>();
+  const int64_t bad = first_nonfinite_row(xp, n, dim);
+  STD_TORCH_CHECK(bad < 0, op, ": features row ", bad, " is not finite (NaN or Inf)");
+
+  std::vector<double> sq(n);
+  double max_norm = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0.0;
+    for (int64_t t = 0; t < dim; ++t) s += static_cast<double>(xp[i * dim + t]) * xp[i * dim + t];
+    sq[i] = s;
+    max_norm = std::max(max_norm, std::sqrt(s));
+  }
+  // Candidates come from an fp32 GEMM; |<x_i,x_j>_fp32 - <x_i,x_j>| <= gamma_D |x_i||x_j| for any
+  // summation order (u = 2^-24), so a non-candidate can only enter the top k when the last
+  // candidate's approximate distance is within 2 gamma_D |x_i| max|x_j| of the k-th exact one.
+  const double u = std::ldexp(1.0, -24);
+  const double gamma = dim * u / (1.0 - dim * u);
+  const int64_t cand = std::min<int64_t>(n, k + std::max<int64_t>(16, k / 2));
+
+  int64_t* ip = idx.mutable_data_ptr<int64_t>();
+  float* dp = dist.mutable_data_ptr<float>();
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 23) / n));
+  Tensor xt = torch::stable::transpose(x, 0, 1);
+  for (int64_t r0 = 0; r0 < n; r0 += block) {
+    const int64_t rb = std::min(block, n - r0);
+    Tensor g = torch::stable::contiguous(torch::stable::matmul(torch::stable::narrow(x, 0, r0, rb), xt));
+    const float* gp = g.const_data_ptr<float>();
+    torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
+      std::vector<std::pair<double, int64_t>> heap;
+      std::vector<std::pair<double, int64_t>> exact;
+      heap.reserve(cand + 1);
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t i = r0 + r;
+        heap.clear();
+        // max-heap of the `cand` smallest (approx distance, index)
+        for (int64_t j = 0; j < n; ++j) {
+          const std::pair<double, int64_t> item{sq[i] + sq[j] - 2.0 * static_cast<double>(gp[r * n + j]), j};
+          if (static_cast<int64_t>(heap.size()) < cand) {
+            heap.push_back(item);
+            std::push_heap(heap.begin(), heap.end());
+          } else if (item < heap.front()) {
+            std::pop_heap(heap.begin(), heap.end());
+            heap.back() = item;
+            std::push_heap(heap.begin(), heap.end());
+          }
+        }
+        const double last_approx = heap.front().first;
+        exact.clear();
+        for (const auto& h : heap)
+          exact.emplace_back(squared_distance(xp + i * dim, xp + h.second * dim, dim), h.second);
+        std::sort(exact.begin(), exact.end());
+        const double tau = exact[k - 1].first;
+        const double err = 2.0 * gamma * std::sqrt(sq[i]) * max_norm * (1.0 + 1e-6) + 1e-300;
+        if (cand < n && !(last_approx - err > tau * (1.0 + 1e-12))) {
+          // The candidate set cannot be proven to hold the top k: rank every row exactly.
+          exact.clear();
+          for (int64_t j = 0; j < n; ++j) exact.emplace_back(squared_distance(xp + i * dim, xp + j * dim, dim), j);
+          std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
+        }
+        for (int64_t t = 0; t < k; ++t) {
+          ip[i * k + t] = exact[t].second;
+          dp[i * k + t] = static_cast<float>(exact[t].first);
+        }
+      }
+    });
+  }
+  return {idx, dist};
+}
+
+// ------------------------------------------------------------------------------ k-reciprocal encoding
+
+std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank, int64_t k1) {
+  const char* op = "k_reciprocal_encode";
+  check_features(op, x);
+  x = torch::stable::contiguous(x);
+  const int64_t n = x.size(0), dim = x.size(1);
+  STD_TORCH_CHECK(k1 >= 1, op, ": k1 must be >= 1, got ", k1);
+  STD_TORCH_CHECK(n == 0 || k1 <= n, op, ": k1 = ", k1, " exceeds the number of rows N = ", n);
+  rank = torch::stable::contiguous(rank);
+  check_rank(op, rank, n, k1, "k1");
+  const int64_t K = rank.size(1);
+  const int64_t* rp = rank.const_data_ptr<int64_t>();
+  const float* xp = x.const_data_ptr<float>();
+  const int64_t mh = std::min(half_round_even(k1) + 1, k1);
+
+  std::vector<int32_t> r1(n * k1), rh(n * k1), n1(n), nh(n);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      n1[i] = static_cast<int32_t>(reciprocal_set(rp, K, i, k1, r1.data() + i * k1));
+      nh[i] = static_cast<int32_t>(reciprocal_set(rp, K, i, mh, rh.data() + i * k1));
+    }
+  });
+  std::vector<std::vector<int32_t>> cols(n);
+  std::vector<std::vector<float>> vals(n);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    std::vector<int32_t> set(k1 * (k1 + 1));
+    std::vector<double> d;
+    std::vector<int64_t> base_stamp(n, -1), out_stamp(n, -1);
+    StampMarks marks{base_stamp.data(), out_stamp.data()};
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t m = expanded_set(r1.data(), n1.data(), rh.data(), nh.data(), k1, i, set.data(), marks);
+      std::sort(set.begin(), set.begin() + m);
+      d.resize(m);
+      double dmin = std::numeric_limits<double>::infinity();
+      for (int64_t t = 0; t < m; ++t) {
+        d[t] = 2.0 - 2.0 * dot(xp + i * dim, xp + static_cast<int64_t>(set[t]) * dim, dim);
+        dmin = std::min(dmin, d[t]);
+      }
+      double z = 0.0;
+      for (int64_t t = 0; t < m; ++t) z += (d[t] = std::exp(dmin - d[t]));  // softmax(-d), shifted
+      cols[i].assign(set.begin(), set.begin() + m);
+      vals[i].resize(m);
+      for (int64_t t = 0; t < m; ++t) vals[i][t] = static_cast<float>(d[t] / z);
+    }
+  });
+  return to_csr(cols, vals);
+}
+
+// ---------------------------------------------------------------------------------- query expansion
+
+void check_ids(const char* op, const char* arg, const Tensor& ids, int64_t n) {
+  check_dim(op, arg, ids, 1);
+  check_dtype(op, arg, ids, ScalarType::Long);
+  check_size(op, arg, ids, 0, n);
+}
+
+std::tuple<Tensor, Tensor, Tensor> query_expansion_cpu(Tensor crow, Tensor col, Tensor val, Tensor rank,
+                                                       Tensor outer, Tensor inner, int64_t pool, int64_t cap) {
+  const char* op = "query_expansion";
+  const int64_t n = crow.numel() - 1;
+  CsrView v = check_csr_cpu(op, crow, col, val);
+  STD_TORCH_CHECK(pool >= 1, op, ": pool must be >= 1, got ", pool);
+  STD_TORCH_CHECK(cap >= 1, op, ": cap must be >= 1, got ", cap);
+  STD_TORCH_CHECK(n == 0 || pool <= n, op, ": pool = ", pool, " exceeds the number of rows N = ", n);
+  rank = torch::stable::contiguous(rank);
+  check_rank(op, rank, n, pool, "pool");
+  outer = torch::stable::contiguous(outer);
+  inner = torch::stable::contiguous(inner);
+  check_ids(op, "outer", outer, n);
+  check_ids(op, "inner", inner, n);
+  const int64_t K = rank.size(1);
+  const int64_t* rp = rank.const_data_ptr<int64_t>();
+  const int64_t* op_ = outer.const_data_ptr<int64_t>();
+  const int64_t* ip = inner.const_data_ptr<int64_t>();
+
+  std::vector<std::vector<int32_t>> cols(n);
+  std::vector<std::vector<float>> vals(n);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    std::vector<double> acc(n, 0.0);
+    std::vector<int64_t> stamp(n, -1);
+    std::vector<int32_t> touched, members(pool);
+    std::vector<double> weights(pool);
+    std::vector<int64_t> scratch(4 * pool);
+    for (int64_t i = b; i < e; ++i) {
+      touched.clear();
+      const int64_t m =
+          expansion_weights(rp, K, op_, ip, i, pool, cap, members.data(), weights.data(), scratch.data());
+      for (int64_t t = 0; t < m; ++t) {
+        const int64_t j = members[t];
+        for (int64_t p = v.crow[j]; p < v.crow[j + 1]; ++p) {
+          const int64_t c = v.col[p];
+          if (stamp[c] != i) {
+            stamp[c] = i;
+            acc[c] = 0.0;
+            touched.push_back(static_cast<int32_t>(c));
+          }
+          acc[c] += weights[t] * static_cast<double>(v.val[p]);
+        }
+      }
+      std::sort(touched.begin(), touched.end());
+      cols[i] = touched;
+      vals[i].resize(touched.size());
+      for (size_t t = 0; t < touched.size(); ++t) vals[i][t] = static_cast<float>(acc[touched[t]]);
+    }
+  });
+  return to_csr(cols, vals);
+}
+
+// ------------------------------------------------------------------------------------------ jaccard
+
+// Column-major copy of V (rows of each column ascending), the inverted index of the Jaccard sums.
+struct Csc {
+  std::vector<int64_t> ptr;
+  std::vector<int32_t> row;
+  std::vector<float> val;
+};
+
+Csc transpose(const CsrView& v, int64_t n) {
+  Csc t{std::vector<int64_t>(n + 1, 0), std::vector<int32_t>(v.nnz), std::vector<float>(v.nnz)};
+  for (int64_t p = 0; p < v.nnz; ++p) t.ptr[v.col[p] + 1]++;
+  for (int64_t c = 0; c < n; ++c) t.ptr[c + 1] += t.ptr[c];
+  std::vector<int64_t> fill(t.ptr.begin(), t.ptr.end() - 1);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) {
+      const int64_t q = fill[v.col[p]]++;
+      t.row[q] = static_cast<int32_t>(i);
+      t.val[q] = v.val[p];
+    }
+  return t;
+}
+
+// For every row i, calls emit(i, j, d) for each j >= i sharing a column with i (j = i included),
+// d the Jaccard distance. Only the upper triangle is computed: m_ij is symmetric.
+template <class Emit>
+void jaccard_upper(const CsrView& v, int64_t n, const Emit& emit) {
+  const Csc t = transpose(v, n);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    std::vector<double> acc(n, 0.0);
+    std::vector<int64_t> stamp(n, -1);
+    std::vector<int32_t> touched;
+    for (int64_t i = b; i < e; ++i) {
+      touched.clear();
+      for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) {
+        const int64_t c = v.col[p];
+        const double vi = v.val[p];
+        const int32_t* rows = t.row.data();
+        // rows of column c are ascending: start at the first row >= i
+        int64_t q = std::lower_bound(rows + t.ptr[c], rows + t.ptr[c + 1], static_cast<int32_t>(i)) - rows;
+        for (; q < t.ptr[c + 1]; ++q) {
+          const int32_t j = rows[q];
+          if (stamp[j] != i) {
+            stamp[j] = i;
+            acc[j] = 0.0;
+            touched.push_back(j);
+          }
+          acc[j] += std::min(vi, static_cast<double>(t.val[q]));
+        }
+      }
+      std::sort(touched.begin(), touched.end());
+      emit(i, touched, acc);
+    }
+  });
+}
+
+Tensor jaccard_dense_cpu(Tensor crow, Tensor col, Tensor val) {
+  const char* op = "jaccard_dense";
+  const int64_t n = crow.numel() - 1;
+  CsrView v = check_csr_cpu(op, crow, col, val);
+  Tensor out = empty_cpu({n, n}, ScalarType::Float);
+  float* o = out.mutable_data_ptr<float>();
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::fill(o + i * n, o + (i + 1) * n, 1.0f);  // no shared column: d = 1
+  });
+  // Row i writes (i, j) and (j, i) for j >= i; distinct rows never write the same element.
+  jaccard_upper(v, n, [&](int64_t i, const std::vector<int32_t>& js, const std::vector<double>& acc) {
+    for (const int32_t j : js) {
+      const float d = static_cast<float>(jaccard_from_minsum(acc[j]));
+      o[i * n + j] = d;
+      o[static_cast<int64_t>(j) * n + i] = d;
+    }
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cpu(Tensor crow, Tensor col, Tensor val, double max_distance) {
+  const char* op = "jaccard_sparse";
+  const int64_t n = crow.numel() - 1;
+  CsrView v = check_csr_cpu(op, crow, col, val);
+  STD_TORCH_CHECK(!std::isnan(max_distance) && max_distance >= 0.0, op, ": max_distance must be >= 0, got ",
+                  max_distance);
+  // Upper triangle per row (j >= i, diagonal always kept), then mirrored into full CSR rows.
+  std::vector<std::vector<int32_t>> up_col(n);
+  std::vector<std::vector<float>> up_val(n);
+  jaccard_upper(v, n, [&](int64_t i, const std::vector<int32_t>& js, const std::vector<double>& acc) {
+    // Pairs sharing no column have d = 1: all kept when max_distance >= 1; otherwise only the
+    // diagonal of an empty row, which shares nothing even with itself. The threshold applies to
+    // the float32 value that is stored, as a dense matrix would hold it.
+    auto keep = [&](int64_t j, float d) {
+      up_col[i].push_back(static_cast<int32_t>(j));
+      up_val[i].push_back(d);
+    };
+    if (max_distance >= 1.0) {
+      size_t t = 0;
+      for (int64_t j = i; j < n; ++j)
+        keep(j, t < js.size() && js[t] == j ? static_cast<float>(jaccard_from_minsum(acc[js[t++]])) : 1.0f);
+      return;
+    }
+    if (js.empty() || js[0] != i) keep(i, 1.0f);
+    for (const int32_t j : js) {
+      const float d = static_cast<float>(jaccard_from_minsum(acc[j]));
+      if (j == i || static_cast<double>(d) <= max_distance) keep(j, d);
+    }
+  });
+  std::vector<int64_t> count(n, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    count[i] += static_cast<int64_t>(up_col[i].size());
+    for (const int32_t j : up_col[i])
+      if (j != i) count[j]++;
+  }
+  Tensor ocrow = empty_cpu({n + 1}, ScalarType::Long);
+  int64_t* cp = ocrow.mutable_data_ptr<int64_t>();
+  cp[0] = 0;
+  for (int64_t i = 0; i < n; ++i) cp[i + 1] = cp[i] + count[i];
+  Tensor ocol = empty_cpu({cp[n]}, ScalarType::Long);
+  Tensor oval = empty_cpu({cp[n]}, ScalarType::Float);
+  int64_t* colp = ocol.mutable_data_ptr<int64_t>();
+  float* valp = oval.mutable_data_ptr<float>();
+  // Row j receives the mirrored entries (i < j, in ascending i) first, then its own upper part
+  // (columns >= j, ascending), so every output row is sorted.
+  std::vector<int64_t> fill(cp, cp + n);
+  for (int64_t i = 0; i < n; ++i)
+    for (size_t t = 0; t < up_col[i].size(); ++t) {
+      const int32_t j = up_col[i][t];
+      if (j == i) continue;
+      colp[fill[j]] = i;
+      valp[fill[j]++] = up_val[i][t];
+    }
+  torch::stable::parallel_for(0, n, kGrain * 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::copy(up_col[i].begin(), up_col[i].end(), colp + fill[i]);
+      std::copy(up_val[i].begin(), up_val[i].end(), valp + fill[i]);
+    }
+  });
+  return {ocrow, ocol, oval};
+}
+
+}  // namespace
+}  // namespace uvireid
+
+STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CPU, m) {
+  m.impl("knn", TORCH_BOX(&uvireid::knn_cpu));
+  m.impl("k_reciprocal_encode", TORCH_BOX(&uvireid::k_reciprocal_encode_cpu));
+  m.impl("query_expansion", TORCH_BOX(&uvireid::query_expansion_cpu));
+  m.impl("jaccard_dense", TORCH_BOX(&uvireid::jaccard_dense_cpu));
+  m.impl("jaccard_sparse", TORCH_BOX(&uvireid::jaccard_sparse_cpu));
+}

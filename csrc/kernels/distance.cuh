@@ -1,0 +1,186 @@
+// Row-level logic of the distance ops on raw pointers: k-reciprocal sets, the 2/3 expansion, the
+// expansion groups of query expansion, and exact squared distances. Nothing here knows torch; the
+// __host__ __device__ functions are shared by the CPU ops (csrc/cpu/distance.cpp) and the CUDA
+// kernels (csrc/cuda/distance_cuda.cu), so both backends apply literally the same rules.
+#pragma once
+
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define UVIREID_HD __host__ __device__ __forceinline__
+#else
+#define UVIREID_HD inline
+#endif
+
+// Vectorised (still deterministic: a fixed order per build) sums into `s` in the plain C++ build.
+#if defined(__CUDACC__)
+#define UVIREID_SIMD_SUM_S
+#else
+#define UVIREID_SIMD_SUM_S _Pragma("omp simd reduction(+ : s)")
+#endif
+
+namespace uvireid {
+namespace distance {
+
+// round(k1 / 2) with round-half-to-even (numpy.around): 30 -> 15, 5 -> 2, 7 -> 4.
+UVIREID_HD int64_t half_round_even(int64_t k1) {
+  const int64_t f = k1 / 2;
+  return (k1 % 2 == 0 || f % 2 == 0) ? f : f + 1;
+}
+
+// Whether `i` is among the first m entries of rank row j (rank is [N, K] row-major).
+UVIREID_HD bool in_first(const int64_t* rank, int64_t K, int64_t j, int64_t m, int64_t i) {
+  const int64_t* row = rank + j * K;
+  for (int64_t t = 0; t < m; ++t)
+    if (row[t] == i) return true;
+  return false;
+}
+
+// R(i, .) over the first m ranked entries: j kept when i is among j's first m. Writes into out
+// (capacity m) in rank order and returns the count.
+UVIREID_HD int64_t reciprocal_set(const int64_t* rank, int64_t K, int64_t i, int64_t m, int32_t* out) {
+  int64_t n = 0;
+  const int64_t* row = rank + i * K;
+  for (int64_t t = 0; t < m; ++t) {
+    const int64_t j = row[t];
+    if (in_first(rank, K, j, m, i)) out[n++] = static_cast<int32_t>(j);
+  }
+  return n;
+}
+
+UVIREID_HD bool contains(const int32_t* set, int64_t n, int32_t v) {
+  for (int64_t t = 0; t < n; ++t)
+    if (set[t] == v) return true;
+  return false;
+}
+
+// Membership tests of expanded_set. ScanMarks scans the small arrays (no scratch: GPU threads);
+// StampMarks keeps O(1) stamps over all N rows (CPU threads, which can afford N-sized scratch).
+struct ScanMarks {
+  const int32_t* base = nullptr;
+  int64_t nbase = 0;
+  UVIREID_HD void start(int64_t, const int32_t* b, int64_t nb) { base = b, nbase = nb; }
+  UVIREID_HD bool in_base(int32_t v) const { return contains(base, nbase, v); }
+  UVIREID_HD bool in_out(int32_t v, const int32_t* out, int64_t n) const { return contains(out, n, v); }
+  UVIREID_HD void add_out(int32_t) {}
+};
+
+struct StampMarks {
+  int64_t* base_stamp;  // [N], base_stamp[v] == row  <=>  v in R(row, k1)
+  int64_t* out_stamp;   // [N], out_stamp[v] == row   <=>  v already in E_row
+  int64_t row = -1;
+  void start(int64_t i, const int32_t* b, int64_t nb) {
+    row = i;
+    for (int64_t t = 0; t < nb; ++t) base_stamp[b[t]] = i;
+  }
+  bool in_base(int32_t v) const { return base_stamp[v] == row; }
+  bool in_out(int32_t v, const int32_t*, int64_t) const { return out_stamp[v] == row; }
+  void add_out(int32_t v) { out_stamp[v] = row; }
+};
+
+// Expanded set E_i: R(i,k1) united with every R(c,h), c in R(i,k1), that overlaps R(i,k1) in more
+// than 2/3 of its members (3|.| > 2|R(c,h)| is exact; it matches the float test for all sizes).
+// r1/rh are padded [N, k1] sets with counts n1/nh. out needs capacity k1 * (k1 + 1); returns the
+// count; entries are unique but unsorted.
+template <class Marks>
+UVIREID_HD int64_t expanded_set(const int32_t* r1, const int32_t* n1, const int32_t* rh, const int32_t* nh,
+                                int64_t k1, int64_t i, int32_t* out, Marks& marks) {
+  const int32_t* base = r1 + i * k1;
+  const int64_t nb = n1[i];
+  marks.start(i, base, nb);
+  int64_t n = 0;
+  for (int64_t t = 0; t < nb; ++t) {
+    out[n++] = base[t];
+    marks.add_out(base[t]);
+  }
+  for (int64_t t = 0; t < nb; ++t) {
+    const int64_t c = base[t];
+    const int32_t* cand = rh + c * k1;
+    const int64_t nc = nh[c];
+    int64_t inter = 0;
+    for (int64_t s = 0; s < nc; ++s) inter += marks.in_base(cand[s]);
+    if (3 * inter > 2 * nc)
+      for (int64_t s = 0; s < nc; ++s)
+        if (!marks.in_out(cand[s], out, n)) {
+          out[n++] = cand[s];
+          marks.add_out(cand[s]);
+        }
+  }
+  return n;
+}
+
+// Expansion weights for row i of query expansion: of the first `pool` ranked neighbours, at most
+// `cap` (>= 1) per (outer, inner) group in rank order are accepted; neighbour j then weighs
+// 1 / (#outer groups * #inner groups in its outer group * #accepted in its group), so the result is
+// the equal-weight mean over outer groups of the equal-weight mean over inner groups of group means.
+// Writes accepted neighbours and weights (capacity pool); `scratch` holds 4 * pool int64s.
+UVIREID_HD int64_t expansion_weights(const int64_t* rank, int64_t K, const int64_t* outer, const int64_t* inner,
+                                     int64_t i, int64_t pool, int64_t cap, int32_t* members, double* weights,
+                                     int64_t* scratch) {
+  int64_t* g_outer = scratch;
+  int64_t* g_inner = scratch + pool;
+  int64_t* g_count = scratch + 2 * pool;
+  int64_t* group_of = scratch + 3 * pool;
+  int64_t n = 0, ngroups = 0;
+  const int64_t* row = rank + i * K;
+  for (int64_t t = 0; t < pool; ++t) {
+    const int64_t j = row[t], oj = outer[j], ij = inner[j];
+    int64_t g = 0;
+    while (g < ngroups && !(g_outer[g] == oj && g_inner[g] == ij)) ++g;
+    if (g == ngroups) {
+      g_outer[g] = oj;
+      g_inner[g] = ij;
+      g_count[g] = 0;
+      ++ngroups;
+    }
+    if (g_count[g] >= cap) continue;
+    g_count[g]++;
+    group_of[n] = g;
+    members[n++] = static_cast<int32_t>(j);
+  }
+  int64_t nouter = 0;
+  for (int64_t g = 0; g < ngroups; ++g) {
+    int64_t h = 0;
+    while (h < g && g_outer[h] != g_outer[g]) ++h;
+    nouter += (h == g);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t g = group_of[t];
+    int64_t inner_groups = 0;
+    for (int64_t h = 0; h < ngroups; ++h) inner_groups += (g_outer[h] == g_outer[g]);
+    weights[t] = 1.0 / (static_cast<double>(nouter) * static_cast<double>(inner_groups * g_count[g]));
+  }
+  return n;
+}
+
+// Exact squared Euclidean distance of two float rows, accumulated in double in a fixed order: the
+// same arithmetic for every pair, so duplicate rows give bit-identical distances (exact ties).
+UVIREID_HD double squared_distance(const float* a, const float* b, int64_t D) {
+  double s = 0.0;
+  UVIREID_SIMD_SUM_S
+  for (int64_t d = 0; d < D; ++d) {
+    const double t = static_cast<double>(a[d]) - static_cast<double>(b[d]);
+    s += t * t;
+  }
+  return s;
+}
+
+// <a, b> of two float rows, accumulated in double.
+UVIREID_HD double dot(const float* a, const float* b, int64_t D) {
+  double s = 0.0;
+  UVIREID_SIMD_SUM_S
+  for (int64_t d = 0; d < D; ++d) s += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+  return s;
+}
+
+// Ordering of kNN candidates: by distance, ties to the lower index.
+UVIREID_HD bool closer(double da, int64_t ia, double db, int64_t ib) { return da < db || (da == db && ia < ib); }
+
+// Jaccard distance from the min-sum m of two rows that each sum to 1: 1 - m/(2 - m), >= 0.
+UVIREID_HD double jaccard_from_minsum(double m) {
+  const double d = 1.0 - m / (2.0 - m);
+  return d > 0.0 ? d : 0.0;
+}
+
+}  // namespace distance
+}  // namespace uvireid
