@@ -1,0 +1,44 @@
+// ATen ops the stable headers do not wrap (topk, stable sort, cumsum), called through the stable
+// dispatcher so they run on whatever device their input lives on.
+#pragma once
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/stableivalue_conversions.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <array>
+#include <optional>
+#include <utility>
+
+namespace uvireid {
+namespace aten {
+
+using torch::stable::Tensor;
+using torch::stable::detail::from;
+using torch::stable::detail::to;
+
+// (values, indices) of the k smallest entries along dim 1, in no particular order.
+inline std::pair<Tensor, Tensor> topk_smallest(const Tensor& t, int64_t k) {
+  std::array<StableIValue, 5> stack{from(t), from(k), from(int64_t{1}), from(false), from(false)};
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::topk", "", stack.data(), TORCH_ABI_VERSION));
+  return {to<Tensor>(stack[0]), to<Tensor>(stack[1])};
+}
+
+// Ascending stable sort along the last dim: (values, indices); equal values keep their order.
+inline std::pair<Tensor, Tensor> sort_stable(const Tensor& t) {
+  std::array<StableIValue, 4> stack{from(t), from(std::optional<bool>(true)), from(int64_t{-1}), from(false)};
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::sort", "stable", stack.data(), TORCH_ABI_VERSION));
+  return {to<Tensor>(stack[0]), to<Tensor>(stack[1])};
+}
+
+// Inclusive cumulative sum of a 1-D tensor, as int64.
+inline Tensor cumsum_long(const Tensor& t) {
+  std::array<StableIValue, 3> stack{from(t), from(int64_t{0}),
+                                    from(std::optional<torch::headeronly::ScalarType>(
+                                        torch::headeronly::ScalarType::Long))};
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::cumsum", "", stack.data(), TORCH_ABI_VERSION));
+  return to<Tensor>(stack[0]);
+}
+
+}  // namespace aten
+}  // namespace uvireid

@@ -1,0 +1,477 @@
+// CUDA launchers of the distance ops: argument checks, device guard, current stream, launches and
+// launch checks. The kernels are in csrc/kernels/distance_kernels.cuh; GEMM, top-k, stable sort and
+// cumsum go through torch's dispatcher (cuBLAS / torch's own kernels on the current stream).
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/aten.h"
+#include "common/checks.h"
+#include "common/csr.h"
+#include "common/cuda_utils.h"
+#include "kernels/distance_kernels.cuh"
+
+namespace uvireid {
+namespace {
+
+using torch::stable::Tensor;
+using namespace uvireid::distance;
+
+constexpr int kThreads = 256;
+// Bytes of scratch a row block may take (GEMM block, Jaccard accumulators).
+constexpr int64_t kScratchBytes = int64_t{1} << 30;
+
+Tensor new_tensor(const Tensor& like, std::vector<int64_t> sizes, ScalarType dtype) {
+  return torch::stable::new_empty(like, sizes, dtype);
+}
+Tensor new_zeros(const Tensor& like, std::vector<int64_t> sizes, ScalarType dtype) {
+  return torch::stable::new_zeros(like, sizes, dtype);
+}
+
+template <class T>
+T to_host(const Tensor& t, int64_t index, cudaStream_t stream) {
+  T v;
+  UVIREID_CUDA_CHECK(cudaMemcpyAsync(&v, t.const_data_ptr<T>() + index, sizeof(T), cudaMemcpyDeviceToHost, stream));
+  UVIREID_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return v;
+}
+
+template <class T>
+std::vector<T> to_host_all(const Tensor& t, cudaStream_t stream) {
+  std::vector<T> v(t.numel());
+  if (!v.empty())
+    UVIREID_CUDA_CHECK(cudaMemcpyAsync(v.data(), t.const_data_ptr<T>(), v.size() * sizeof(T),
+                                       cudaMemcpyDeviceToHost, stream));
+  UVIREID_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return v;
+}
+
+// Launch helper: kernels are wrapped so commas in <<<...>>> never meet a macro.
+template <class Kernel, class... Args>
+void launch(Kernel kernel, unsigned int grid, int threads, cudaStream_t stream, Args... args) {
+  kernel<<<grid, threads, 0, stream>>>(args...);
+  UVIREID_LAUNCH_CHECK();
+}
+
+// Grid for warp-per-item kernels over `items`.
+unsigned int warp_grid(int64_t items) { return grid_for(items * kWarp, kThreads); }
+
+unsigned long long* new_sentinel(const Tensor& like, int64_t value, cudaStream_t stream, Tensor& holder) {
+  holder = new_tensor(like, {1}, ScalarType::Long);
+  UVIREID_CUDA_CHECK(cudaMemcpyAsync(holder.mutable_data_ptr<int64_t>(), &value, sizeof(int64_t),
+                                     cudaMemcpyHostToDevice, stream));
+  return reinterpret_cast<unsigned long long*>(holder.mutable_data_ptr<int64_t>());
+}
+
+void check_features_cuda(const char* op, const Tensor& x, cudaStream_t stream) {
+  check_dim(op, "features", x, 2);
+  check_dtype(op, "features", x, ScalarType::Float);
+  if (x.numel() == 0) return;
+  Tensor holder;
+  unsigned long long* first = new_sentinel(x, x.size(0), stream, holder);
+  launch(first_nonfinite_row_kernel, grid_for(x.numel(), kThreads), kThreads, stream, x.const_data_ptr<float>(),
+         x.size(0), x.size(1), first);
+  const int64_t bad = to_host<int64_t>(holder, 0, stream);
+  STD_TORCH_CHECK(bad == x.size(0), op, ": features row ", bad, " is not finite (NaN or Inf)");
+}
+
+void check_index_range(const char* op, const char* arg, const Tensor& v, int64_t n, cudaStream_t stream) {
+  if (v.numel() == 0) return;
+  Tensor holder;
+  unsigned long long* first = new_sentinel(v, v.numel(), stream, holder);
+  launch(first_out_of_range_kernel, grid_for(v.numel(), kThreads), kThreads, stream, v.const_data_ptr<int64_t>(),
+         v.numel(), n, first);
+  const int64_t pos = to_host<int64_t>(holder, 0, stream);
+  if (pos == v.numel()) return;
+  const int64_t value = to_host<int64_t>(v, pos, stream);
+  if (std::string(arg) == "col")
+    STD_TORCH_CHECK(false, op, ": col[", pos, "] = ", value, " is outside [0, ", n, ")");
+  STD_TORCH_CHECK(false, op, ": ", arg, " holds index ", value, " at flat position ", pos, ", outside [0, ", n, ")");
+}
+
+void check_rank_cuda(const char* op, const Tensor& rank, const Tensor& x_like, int64_t n, int64_t min_cols,
+                     const char* what, cudaStream_t stream) {
+  check_dim(op, "rank", rank, 2);
+  check_dtype(op, "rank", rank, ScalarType::Long);
+  check_same_device(op, "rank", rank, "the first argument", x_like);
+  check_size(op, "rank", rank, 0, n);
+  STD_TORCH_CHECK(rank.size(1) >= min_cols, op, ": rank has ", rank.size(1), " columns but ", what, " = ", min_cols,
+                  " needs at least that many");
+  check_index_range(op, "rank", rank, n, stream);
+}
+
+CsrView check_csr_cuda(const char* op, const Tensor& crow, const Tensor& col, const Tensor& val, cudaStream_t stream) {
+  check_csr_shapes(op, crow, col, val);
+  const int64_t n = crow.numel() - 1, nnz = col.numel();
+  const int64_t first = to_host<int64_t>(crow, 0, stream), last = to_host<int64_t>(crow, n, stream);
+  STD_TORCH_CHECK(first == 0 && last == nnz, op, ": crow must start at 0 and end at nnz = ", nnz, ", got ", first,
+                  " and ", last);
+  if (n > 0) {
+    Tensor holder;
+    unsigned long long* bad = new_sentinel(crow, n, stream, holder);
+    launch(first_decreasing_kernel, grid_for(n, kThreads), kThreads, stream, crow.const_data_ptr<int64_t>(), n, bad);
+    const int64_t row = to_host<int64_t>(holder, 0, stream);
+    STD_TORCH_CHECK(row == n, op, ": crow decreases at row ", row, " (", to_host<int64_t>(crow, row, stream), " -> ",
+                    to_host<int64_t>(crow, row + 1, stream), ")");
+  }
+  check_index_range(op, "col", col, n, stream);
+  return {crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), val.const_data_ptr<float>(), nnz};
+}
+
+// CSR from int32 row counts: crow = [0, cumsum(counts)].
+Tensor crow_from_counts(const Tensor& counts32, int64_t n, cudaStream_t stream) {
+  Tensor counts = new_tensor(counts32, {n}, ScalarType::Long);
+  launch(int_to_long_kernel, grid_for(n, kThreads), kThreads, stream, counts32.const_data_ptr<int32_t>(), n,
+         counts.mutable_data_ptr<int64_t>());
+  Tensor ends = aten::cumsum_long(counts);
+  Tensor crow = new_tensor(counts32, {n + 1}, ScalarType::Long);
+  launch(crow_from_ends_kernel, grid_for(n + 1, kThreads), kThreads, stream, ends.const_data_ptr<int64_t>(), n,
+         crow.mutable_data_ptr<int64_t>());
+  return crow;
+}
+
+// ---------------------------------------------------------------------------------------------- knn
+
+std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
+  const char* op = "knn";
+  DeviceGuard guard(x.get_device_index());
+  cudaStream_t stream = current_stream(x.get_device_index());
+  x = torch::stable::contiguous(x);
+  const int64_t n = x.dim() == 2 ? x.size(0) : 0, dim = x.dim() == 2 ? x.size(1) : 0;
+  check_dim(op, "features", x, 2);
+  STD_TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
+  STD_TORCH_CHECK(n == 0 || k <= n, op, ": k = ", k, " exceeds the number of rows N = ", n);
+  check_features_cuda(op, x, stream);
+  Tensor idx = new_tensor(x, {n, k}, ScalarType::Long);
+  Tensor dist = new_tensor(x, {n, k}, ScalarType::Float);
+  if (n == 0) return {idx, dist};
+  const float* xp = x.const_data_ptr<float>();
+
+  // Candidates come from a float64 GEMM (tensor-core DGEMM), whose error bound is tiny, then every
+  // candidate is re-measured exactly; rows the bound cannot settle are ranked exactly in full.
+  Tensor xd = new_tensor(x, {n, dim}, ScalarType::Double);
+  launch(to_double_kernel, grid_for(n * dim, kThreads), kThreads, stream, xp, xd.mutable_data_ptr<double>(), n * dim);
+  Tensor sq = new_tensor(x, {n}, ScalarType::Double);
+  Tensor max_norm = new_zeros(x, {1}, ScalarType::Long);
+  launch(row_norms_kernel, warp_grid(n), kThreads, stream, xp, n, dim, sq.mutable_data_ptr<double>(),
+         reinterpret_cast<unsigned long long*>(max_norm.mutable_data_ptr<int64_t>()));
+  const double u = std::ldexp(1.0, -53);
+  const double gamma = dim * u / (1.0 - dim * u);
+  const int64_t cand = std::min<int64_t>(n, k + std::max<int64_t>(16, k / 2));
+  Tensor flags = new_zeros(x, {n}, ScalarType::Int);
+  Tensor xdt = torch::stable::transpose(xd, 0, 1);
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, kScratchBytes / 8 / n));
+  for (int64_t r0 = 0; r0 < n; r0 += block) {
+    const int64_t rb = std::min(block, n - r0);
+    Tensor g = torch::stable::contiguous(torch::stable::matmul(torch::stable::narrow(xd, 0, r0, rb), xdt));
+    launch(approx_distance_kernel, grid_for(rb * n, kThreads), kThreads, stream, g.mutable_data_ptr<double>(),
+           sq.const_data_ptr<double>(), r0, rb, n);
+    auto [approx, cidx] = aten::topk_smallest(g, cand);
+    approx = torch::stable::contiguous(approx);
+    cidx = torch::stable::contiguous(cidx);
+    Tensor exact = new_tensor(x, {rb, cand}, ScalarType::Double);
+    launch(exact_candidates_kernel, warp_grid(rb * cand), kThreads, stream, xp, dim, cidx.const_data_ptr<int64_t>(),
+           r0, rb, cand, exact.mutable_data_ptr<double>());
+    launch(select_candidates_kernel, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
+           cidx.mutable_data_ptr<int64_t>(), approx.const_data_ptr<double>(), r0, rb, cand, k, n,
+           sq.const_data_ptr<double>(), reinterpret_cast<const unsigned long long*>(max_norm.const_data_ptr<int64_t>()),
+           gamma, idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
+  }
+  std::vector<int32_t> host_flags = to_host_all<int32_t>(flags, stream);
+  std::vector<int64_t> redo;
+  for (int64_t i = 0; i < n; ++i)
+    if (host_flags[i]) redo.push_back(i);
+  const int64_t batch = std::max<int64_t>(1, kScratchBytes / 16 / n);
+  for (size_t f0 = 0; f0 < redo.size(); f0 += batch) {
+    const int64_t nf = std::min<int64_t>(batch, static_cast<int64_t>(redo.size() - f0));
+    Tensor rows = new_tensor(x, {nf}, ScalarType::Long);
+    UVIREID_CUDA_CHECK(cudaMemcpyAsync(rows.mutable_data_ptr<int64_t>(), redo.data() + f0, nf * sizeof(int64_t),
+                                       cudaMemcpyHostToDevice, stream));
+    Tensor full = new_tensor(x, {nf, n}, ScalarType::Double);
+    launch(exact_rows_kernel, warp_grid(nf * n), kThreads, stream, xp, dim, rows.const_data_ptr<int64_t>(), nf, n,
+           full.mutable_data_ptr<double>());
+    auto [sorted, order] = aten::sort_stable(full);
+    launch(scatter_ranked_rows_kernel, grid_for(nf * k, kThreads), kThreads, stream, sorted.const_data_ptr<double>(),
+           order.const_data_ptr<int64_t>(), rows.const_data_ptr<int64_t>(), nf, n, k, idx.mutable_data_ptr<int64_t>(),
+           dist.mutable_data_ptr<float>());
+    UVIREID_CUDA_CHECK(cudaStreamSynchronize(stream));  // `redo` (host memory) must outlive the copy
+  }
+  return {idx, dist};
+}
+
+// ------------------------------------------------------------------------------ k-reciprocal encoding
+
+std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor rank, int64_t k1) {
+  const char* op = "k_reciprocal_encode";
+  DeviceGuard guard(x.get_device_index());
+  cudaStream_t stream = current_stream(x.get_device_index());
+  x = torch::stable::contiguous(x);
+  check_dim(op, "features", x, 2);
+  const int64_t n = x.size(0), dim = x.size(1);
+  STD_TORCH_CHECK(k1 >= 1, op, ": k1 must be >= 1, got ", k1);
+  STD_TORCH_CHECK(n == 0 || k1 <= n, op, ": k1 = ", k1, " exceeds the number of rows N = ", n);
+  check_features_cuda(op, x, stream);
+  rank = torch::stable::contiguous(rank);
+  check_rank_cuda(op, rank, x, n, k1, "k1", stream);
+  const int64_t K = rank.size(1), mh = std::min(half_round_even(k1) + 1, k1);
+  Tensor r1 = new_tensor(x, {n, k1}, ScalarType::Int), rh = new_tensor(x, {n, k1}, ScalarType::Int);
+  Tensor n1 = new_tensor(x, {n}, ScalarType::Int), nh = new_tensor(x, {n}, ScalarType::Int);
+  Tensor counts = new_tensor(x, {n}, ScalarType::Long);
+  if (n > 0)
+    launch(reciprocal_sets_kernel, grid_for(n, 128), 128, stream, rank.const_data_ptr<int64_t>(), K, n, k1, mh,
+           r1.mutable_data_ptr<int32_t>(), n1.mutable_data_ptr<int32_t>(), rh.mutable_data_ptr<int32_t>(),
+           nh.mutable_data_ptr<int32_t>());
+  const int64_t cap = k1 * (k1 + 1);
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(n, kScratchBytes / 4 / cap));
+  Tensor scratch = new_tensor(x, {std::max<int64_t>(1, chunk * cap)}, ScalarType::Int);
+  auto expand = [&](const int64_t* crow, int64_t* col) {
+    for (int64_t r0 = 0; r0 < n; r0 += chunk)
+      launch(expanded_sets_kernel, grid_for(std::min(chunk, n - r0), 128), 128, stream, r1.const_data_ptr<int32_t>(),
+             n1.const_data_ptr<int32_t>(), rh.const_data_ptr<int32_t>(), nh.const_data_ptr<int32_t>(), k1, r0,
+             std::min(chunk, n - r0), cap, scratch.mutable_data_ptr<int32_t>(), counts.mutable_data_ptr<int64_t>(),
+             crow, col);
+  };
+  expand(nullptr, nullptr);  // sizes
+  Tensor crow = new_tensor(x, {n + 1}, ScalarType::Long);
+  if (n > 0) {
+    Tensor ends = aten::cumsum_long(counts);
+    launch(crow_from_ends_kernel, grid_for(n + 1, kThreads), kThreads, stream, ends.const_data_ptr<int64_t>(), n,
+           crow.mutable_data_ptr<int64_t>());
+  } else {
+    UVIREID_CUDA_CHECK(cudaMemsetAsync(crow.mutable_data_ptr<int64_t>(), 0, sizeof(int64_t), stream));
+  }
+  const int64_t nnz = to_host<int64_t>(crow, n, stream);
+  Tensor col = new_tensor(x, {nnz}, ScalarType::Long), val = new_tensor(x, {nnz}, ScalarType::Float);
+  expand(crow.const_data_ptr<int64_t>(), col.mutable_data_ptr<int64_t>());  // sorted columns
+  Tensor dscratch = new_tensor(x, {std::max<int64_t>(1, nnz)}, ScalarType::Double);
+  if (n > 0)
+    launch(encode_weights_kernel, warp_grid(n), kThreads, stream, x.const_data_ptr<float>(), dim, n,
+           crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), dscratch.mutable_data_ptr<double>(),
+           val.mutable_data_ptr<float>());
+  return {crow, col, val};
+}
+
+// ---------------------------------------------------------------------------------- query expansion
+
+std::tuple<Tensor, Tensor, Tensor> query_expansion_cuda(Tensor crow, Tensor col, Tensor val, Tensor rank, Tensor outer,
+                                                        Tensor inner, int64_t pool, int64_t cap) {
+  const char* op = "query_expansion";
+  DeviceGuard guard(crow.get_device_index());
+  cudaStream_t stream = current_stream(crow.get_device_index());
+  check_csr_cuda(op, crow, col, val, stream);
+  const int64_t n = crow.numel() - 1;
+  STD_TORCH_CHECK(pool >= 1, op, ": pool must be >= 1, got ", pool);
+  STD_TORCH_CHECK(cap >= 1, op, ": cap must be >= 1, got ", cap);
+  STD_TORCH_CHECK(n == 0 || pool <= n, op, ": pool = ", pool, " exceeds the number of rows N = ", n);
+  rank = torch::stable::contiguous(rank);
+  check_rank_cuda(op, rank, crow, n, pool, "pool", stream);
+  outer = torch::stable::contiguous(outer);
+  inner = torch::stable::contiguous(inner);
+  for (auto [arg, ids] : {std::pair<const char*, const Tensor*>{"outer", &outer}, {"inner", &inner}}) {
+    check_dim(op, arg, *ids, 1);
+    check_dtype(op, arg, *ids, ScalarType::Long);
+    check_same_device(op, arg, *ids, "crow", crow);
+    check_size(op, arg, *ids, 0, n);
+  }
+  if (n == 0)
+    return {torch::stable::clone(crow), new_tensor(crow, {0}, ScalarType::Long), new_tensor(crow, {0}, ScalarType::Float)};
+  const int64_t K = rank.size(1);
+  Tensor members = new_tensor(crow, {n, pool}, ScalarType::Int);
+  Tensor weights = new_tensor(crow, {n, pool}, ScalarType::Double);
+  Tensor nmembers = new_tensor(crow, {n}, ScalarType::Int);
+  Tensor scratch = new_tensor(crow, {n, 4 * pool}, ScalarType::Long);
+  Tensor sizes = new_tensor(crow, {n}, ScalarType::Long);
+  launch(expansion_members_kernel, grid_for(n, 128), 128, stream, rank.const_data_ptr<int64_t>(), K,
+         outer.const_data_ptr<int64_t>(), inner.const_data_ptr<int64_t>(), n, pool, cap, crow.const_data_ptr<int64_t>(),
+         members.mutable_data_ptr<int32_t>(), weights.mutable_data_ptr<double>(), nmembers.mutable_data_ptr<int32_t>(),
+         scratch.mutable_data_ptr<int64_t>(), sizes.mutable_data_ptr<int64_t>());
+  Tensor ends = aten::cumsum_long(sizes);
+  const int64_t total = to_host<int64_t>(ends, n - 1, stream);
+  Tensor keys = new_tensor(crow, {total}, ScalarType::Long), vals = new_tensor(crow, {total}, ScalarType::Double);
+  launch(expansion_gather_kernel, warp_grid(n), kThreads, stream, n, pool, members.const_data_ptr<int32_t>(),
+         weights.const_data_ptr<double>(), nmembers.const_data_ptr<int32_t>(), crow.const_data_ptr<int64_t>(),
+         col.const_data_ptr<int64_t>(), val.const_data_ptr<float>(), ends.const_data_ptr<int64_t>(),
+         keys.mutable_data_ptr<int64_t>(), vals.mutable_data_ptr<double>());
+  // Stable: equal keys keep member order, so every sum runs in the same order on every run.
+  auto [sorted, order] = aten::sort_stable(keys);
+  Tensor heads = new_tensor(crow, {std::max<int64_t>(1, total)}, ScalarType::Long);
+  launch(run_heads_kernel, grid_for(total, kThreads), kThreads, stream, sorted.const_data_ptr<int64_t>(), total,
+         heads.mutable_data_ptr<int64_t>());
+  Tensor run_ends = aten::cumsum_long(heads);
+  const int64_t nnz = total == 0 ? 0 : to_host<int64_t>(run_ends, total - 1, stream);
+  Tensor ocol = new_tensor(crow, {nnz}, ScalarType::Long), oval = new_tensor(crow, {nnz}, ScalarType::Float);
+  Tensor row_counts = new_zeros(crow, {n}, ScalarType::Int);
+  launch(reduce_runs_kernel, grid_for(total, kThreads), kThreads, stream, sorted.const_data_ptr<int64_t>(),
+         order.const_data_ptr<int64_t>(), vals.const_data_ptr<double>(), heads.const_data_ptr<int64_t>(),
+         run_ends.const_data_ptr<int64_t>(), total, n, ocol.mutable_data_ptr<int64_t>(),
+         oval.mutable_data_ptr<float>(), row_counts.mutable_data_ptr<int32_t>());
+  return {crow_from_counts(row_counts, n, stream), ocol, oval};
+}
+
+// ------------------------------------------------------------------------------------------ jaccard
+
+struct CscCuda {
+  Tensor colptr, rows, vals;
+};
+
+CscCuda transpose_cuda(const Tensor& crow, const Tensor& col, const Tensor& val, int64_t n, cudaStream_t stream) {
+  const int64_t nnz = col.numel();
+  Tensor keys = new_tensor(crow, {nnz}, ScalarType::Long);
+  Tensor col_counts = new_zeros(crow, {n}, ScalarType::Int);
+  launch(column_keys_kernel, warp_grid(n), kThreads, stream, crow.const_data_ptr<int64_t>(),
+         col.const_data_ptr<int64_t>(), n, keys.mutable_data_ptr<int64_t>(), col_counts.mutable_data_ptr<int32_t>());
+  auto [sorted, order] = aten::sort_stable(keys);
+  CscCuda t{crow_from_counts(col_counts, n, stream), new_tensor(crow, {nnz}, ScalarType::Int),
+            new_tensor(crow, {nnz}, ScalarType::Float)};
+  launch(csc_fill_kernel, grid_for(nnz, kThreads), kThreads, stream, sorted.const_data_ptr<int64_t>(),
+         order.const_data_ptr<int64_t>(), val.const_data_ptr<float>(), nnz, n, t.rows.mutable_data_ptr<int32_t>(),
+         t.vals.mutable_data_ptr<float>());
+  return t;
+}
+
+// Runs the Jaccard sums chunk by chunk of rows; `emit(row0, rows, acc, touched_start, touched,
+// touched_count)` turns each chunk's sums into output and must reset the accumulators it read.
+template <class Emit>
+void jaccard_chunks(const Tensor& crow, const Tensor& col, const Tensor& val, int64_t n, cudaStream_t stream,
+                    const Emit& emit) {
+  if (n == 0) return;
+  CscCuda t = transpose_cuda(crow, col, val, n, stream);
+  Tensor capacity = new_tensor(crow, {n}, ScalarType::Long);
+  launch(row_capacity_kernel, grid_for(n, kThreads), kThreads, stream, crow.const_data_ptr<int64_t>(),
+         col.const_data_ptr<int64_t>(), t.colptr.const_data_ptr<int64_t>(), n, capacity.mutable_data_ptr<int64_t>());
+  std::vector<int64_t> cap = to_host_all<int64_t>(capacity, stream);
+  const int64_t max_rows = std::max<int64_t>(1, std::min<int64_t>(n, kScratchBytes / 8 / n));
+  Tensor acc = new_zeros(crow, {max_rows, n}, ScalarType::Long);  // zero between chunks: emit resets
+  for (int64_t r0 = 0; r0 < n;) {
+    // rows of this chunk: at most max_rows, touched lists within the scratch budget (one row at least)
+    int64_t rows = 0, touched_total = 0;
+    std::vector<int64_t> start;
+    while (r0 + rows < n && rows < max_rows &&
+           (rows == 0 || (touched_total + cap[r0 + rows]) * 4 <= kScratchBytes)) {
+      start.push_back(touched_total);
+      touched_total += std::min(cap[r0 + rows], n);
+      ++rows;
+    }
+    Tensor touched_start = new_tensor(crow, {rows}, ScalarType::Long);
+    UVIREID_CUDA_CHECK(cudaMemcpyAsync(touched_start.mutable_data_ptr<int64_t>(), start.data(), rows * sizeof(int64_t),
+                                       cudaMemcpyHostToDevice, stream));
+    Tensor touched = new_tensor(crow, {std::max<int64_t>(1, touched_total)}, ScalarType::Int);
+    Tensor touched_count = new_zeros(crow, {rows}, ScalarType::Int);
+    unsigned long long* a = reinterpret_cast<unsigned long long*>(acc.mutable_data_ptr<int64_t>());
+    launch(jaccard_accumulate_kernel, static_cast<unsigned int>(std::min<int64_t>(rows, 1 << 16)), kThreads, stream,
+           crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), val.const_data_ptr<float>(),
+           t.colptr.const_data_ptr<int64_t>(), t.rows.const_data_ptr<int32_t>(), t.vals.const_data_ptr<float>(), n, r0,
+           rows, a, touched_start.const_data_ptr<int64_t>(), touched.mutable_data_ptr<int32_t>(),
+           touched_count.mutable_data_ptr<int32_t>());
+    emit(r0, rows, a, touched_start, touched, touched_count);
+    UVIREID_CUDA_CHECK(cudaStreamSynchronize(stream));  // `start` (host memory) must outlive the copy
+    r0 += rows;
+  }
+}
+
+Tensor jaccard_dense_cuda(Tensor crow, Tensor col, Tensor val) {
+  const char* op = "jaccard_dense";
+  DeviceGuard guard(crow.get_device_index());
+  cudaStream_t stream = current_stream(crow.get_device_index());
+  check_csr_cuda(op, crow, col, val, stream);
+  const int64_t n = crow.numel() - 1;
+  Tensor out = new_tensor(crow, {n, n}, ScalarType::Float);
+  torch::stable::fill_(out, 1.0);  // pairs that share no column
+  jaccard_chunks(crow, col, val, n, stream,
+                 [&](int64_t r0, int64_t rows, unsigned long long* acc, const Tensor& start, const Tensor& touched,
+                     const Tensor& count) {
+                   launch(jaccard_emit_kernel, static_cast<unsigned int>(std::min<int64_t>(rows, 1 << 16)), kThreads,
+                          stream, n, r0, rows, acc, start.const_data_ptr<int64_t>(), touched.const_data_ptr<int32_t>(),
+                          count.const_data_ptr<int32_t>(), out.mutable_data_ptr<float>(), 0.0, false,
+                          static_cast<int32_t*>(nullptr), static_cast<const int64_t*>(nullptr),
+                          static_cast<int32_t*>(nullptr), static_cast<int64_t*>(nullptr), static_cast<float*>(nullptr));
+                 });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cuda(Tensor crow, Tensor col, Tensor val, double max_distance) {
+  const char* op = "jaccard_sparse";
+  DeviceGuard guard(crow.get_device_index());
+  cudaStream_t stream = current_stream(crow.get_device_index());
+  check_csr_cuda(op, crow, col, val, stream);
+  STD_TORCH_CHECK(!std::isnan(max_distance) && max_distance >= 0.0, op, ": max_distance must be >= 0, got ",
+                  max_distance);
+  const int64_t n = crow.numel() - 1;
+  if (max_distance >= 1.0) {  // every pair qualifies (pairs sharing no column have d = 1)
+    Tensor dense = jaccard_dense_cuda(crow, col, val);
+    Tensor ocrow = new_tensor(crow, {n + 1}, ScalarType::Long);
+    Tensor ocol = new_tensor(crow, {n * n}, ScalarType::Long), oval = new_tensor(crow, {n * n}, ScalarType::Float);
+    launch(dense_to_full_csr_kernel, grid_for(std::max<int64_t>(1, n * n), kThreads), kThreads, stream,
+           dense.const_data_ptr<float>(), n, ocrow.mutable_data_ptr<int64_t>(), ocol.mutable_data_ptr<int64_t>(),
+           oval.mutable_data_ptr<float>());
+    return {ocrow, ocol, oval};
+  }
+  // Per chunk: count the kept pairs, then write them (both directions) and reset the sums.
+  std::vector<Tensor> chunk_keys, chunk_vals;
+  int64_t total = 0;
+  jaccard_chunks(
+      crow, col, val, n, stream,
+      [&](int64_t r0, int64_t rows, unsigned long long* acc, const Tensor& start, const Tensor& touched,
+          const Tensor& count) {
+        const unsigned int grid = static_cast<unsigned int>(std::min<int64_t>(rows, 1 << 16));
+        Tensor kept = new_zeros(crow, {rows}, ScalarType::Int);
+        launch(jaccard_emit_kernel, grid, kThreads, stream, n, r0, rows, acc, start.const_data_ptr<int64_t>(),
+               touched.const_data_ptr<int32_t>(), count.const_data_ptr<int32_t>(), static_cast<float*>(nullptr),
+               max_distance, true, kept.mutable_data_ptr<int32_t>(), static_cast<const int64_t*>(nullptr),
+               static_cast<int32_t*>(nullptr), static_cast<int64_t*>(nullptr), static_cast<float*>(nullptr));
+        Tensor kept_long = new_tensor(crow, {rows}, ScalarType::Long);
+        launch(int_to_long_kernel, grid_for(rows, kThreads), kThreads, stream, kept.const_data_ptr<int32_t>(), rows,
+               kept_long.mutable_data_ptr<int64_t>());
+        Tensor ends = aten::cumsum_long(kept_long);
+        const int64_t m = to_host<int64_t>(ends, rows - 1, stream);
+        Tensor out_start = new_tensor(crow, {rows}, ScalarType::Long);
+        launch(crow_from_ends_kernel, grid_for(rows, kThreads), kThreads, stream, ends.const_data_ptr<int64_t>(),
+               rows - 1, out_start.mutable_data_ptr<int64_t>());  // exclusive starts: [0, ends[0], ...]
+        Tensor cursor = new_zeros(crow, {rows}, ScalarType::Int);
+        Tensor keys = new_tensor(crow, {m}, ScalarType::Long), vals = new_tensor(crow, {m}, ScalarType::Float);
+        launch(jaccard_emit_kernel, grid, kThreads, stream, n, r0, rows, acc, start.const_data_ptr<int64_t>(),
+               touched.const_data_ptr<int32_t>(), count.const_data_ptr<int32_t>(), static_cast<float*>(nullptr),
+               max_distance, false, static_cast<int32_t*>(nullptr), out_start.const_data_ptr<int64_t>(),
+               cursor.mutable_data_ptr<int32_t>(), keys.mutable_data_ptr<int64_t>(), vals.mutable_data_ptr<float>());
+        chunk_keys.push_back(keys);
+        chunk_vals.push_back(vals);
+        total += m;
+      });
+  Tensor keys = new_tensor(crow, {total}, ScalarType::Long), vals = new_tensor(crow, {total}, ScalarType::Float);
+  int64_t at = 0;
+  for (size_t c = 0; c < chunk_keys.size(); ++c) {
+    const int64_t m = chunk_keys[c].numel();
+    if (m == 0) continue;
+    UVIREID_CUDA_CHECK(cudaMemcpyAsync(keys.mutable_data_ptr<int64_t>() + at, chunk_keys[c].const_data_ptr<int64_t>(),
+                                       m * sizeof(int64_t), cudaMemcpyDeviceToDevice, stream));
+    UVIREID_CUDA_CHECK(cudaMemcpyAsync(vals.mutable_data_ptr<float>() + at, chunk_vals[c].const_data_ptr<float>(),
+                                       m * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+    at += m;
+  }
+  auto [sorted, order] = aten::sort_stable(keys);  // keys are unique: rows, then columns ascending
+  Tensor ocol = new_tensor(crow, {total}, ScalarType::Long), oval = new_tensor(crow, {total}, ScalarType::Float);
+  Tensor row_counts = new_zeros(crow, {n}, ScalarType::Int);
+  if (total > 0)
+    launch(keys_to_csr_kernel, grid_for(total, kThreads), kThreads, stream, sorted.const_data_ptr<int64_t>(),
+           order.const_data_ptr<int64_t>(), vals.const_data_ptr<float>(), total, n, ocol.mutable_data_ptr<int64_t>(),
+           oval.mutable_data_ptr<float>(), row_counts.mutable_data_ptr<int32_t>());
+  Tensor ocrow = n > 0 ? crow_from_counts(row_counts, n, stream) : new_zeros(crow, {1}, ScalarType::Long);
+  return {ocrow, ocol, oval};
+}
+
+}  // namespace
+}  // namespace uvireid
+
+STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CUDA, m) {
+  m.impl("knn", TORCH_BOX(&uvireid::knn_cuda));
+  m.impl("k_reciprocal_encode", TORCH_BOX(&uvireid::k_reciprocal_encode_cuda));
+  m.impl("query_expansion", TORCH_BOX(&uvireid::query_expansion_cuda));
+  m.impl("jaccard_dense", TORCH_BOX(&uvireid::jaccard_dense_cuda));
+  m.impl("jaccard_sparse", TORCH_BOX(&uvireid::jaccard_sparse_cuda));
+}
