@@ -440,11 +440,18 @@ def evaluate_sysu(
     gallery sampled with ``random.seed(trial)`` (``shot`` images per identity and camera), metrics per
     trial and their mean. Returns (mean, per-trial results). Model interface: :func:`extract_features`.
     """
-    from .data.sysu import load_test_image, process_gallery_sysu, process_query_sysu
+    from .data import load_test_image
+    from .data.sysu import process_gallery_sysu, process_query_sysu
 
     q_img, q_pid, q_cam = process_query_sysu(data_root, mode=mode)
-    kw = dict(output=output, flip=flip, batch_size=batch_size, device=device, load=load_test_image,
-              progress=progress)
+    kw = dict(
+        output=output,
+        flip=flip,
+        batch_size=batch_size,
+        device=device,
+        load=load_test_image,
+        progress=progress,
+    )
     q_feat = extract_features(model, q_img, 2, desc="query (IR)", **kw)
     per_trial = []
     for trial in trials:
@@ -471,7 +478,8 @@ def evaluate_regdb(
     """The RegDB test protocol: for each trial t the model trained on split t (``model_for_trial(t)``),
     query/gallery = the trial's test visible/thermal lists (``direction`` "v2t" or "t2v"), metrics per
     trial and their mean. Returns (mean, per-trial results)."""
-    from .data.regdb import load_test_image, process_test_regdb
+    from .data import load_test_image
+    from .data.regdb import process_test_regdb
 
     if direction not in ("v2t", "t2v"):
         raise ValueError(f"evaluate_regdb: direction must be 'v2t' or 't2v', got {direction!r}")
@@ -480,8 +488,14 @@ def evaluate_regdb(
         model = model_for_trial(trial)
         v_img, v_pid = process_test_regdb(data_root, trial=trial, modality="visible")
         t_img, t_pid = process_test_regdb(data_root, trial=trial, modality="thermal")
-        kw = dict(output=output, flip=flip, batch_size=batch_size, device=device, load=load_test_image,
-                  progress=progress)
+        kw = dict(
+            output=output,
+            flip=flip,
+            batch_size=batch_size,
+            device=device,
+            load=load_test_image,
+            progress=progress,
+        )
         v_feat = extract_features(model, v_img, 1, desc=f"visible trial {trial}", **kw)
         t_feat = extract_features(model, t_img, 2, desc=f"thermal trial {trial}", **kw)
         if direction == "v2t":
@@ -491,4 +505,3 @@ def evaluate_regdb(
         logger.info("regdb %s trial %d: %s", direction, trial, r.summary())
         per_trial.append(r)
     return average_trials(per_trial), per_trial
-

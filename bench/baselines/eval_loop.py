@@ -23,8 +23,9 @@ def _pad(v: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([v, np.full(n - len(v), last, dtype=v.dtype)])
 
 
-def eval_sysu_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20, kind="quicksort",
-                   image_cmc=False):
+def eval_sysu_loop(
+    distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20, kind="quicksort", image_cmc=False
+):
     """Returns (cmc, mAP, mINP, num_valid). cmc is identity-level unless image_cmc."""
     num_q, num_g = distmat.shape
     if num_g < max_rank:
