@@ -31,7 +31,7 @@ def read_resized(path: str, width: int = IMG_WIDTH, height: int = IMG_HEIGHT) ->
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((width, height), Image.LANCZOS)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)  # a writable copy
     except OSError as e:
         raise OSError(f"cannot read image {path}: {e}") from e
 

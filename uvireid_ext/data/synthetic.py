@@ -291,7 +291,7 @@ def make_sysu(
 ) -> dict[str, int]:
     """Write a SYSU-MM01-shaped tree to ``out``: cam1..cam6/PPPP/NNNN.jpg and exp/{train,val,test,
     available}_id.txt, ids split about 296:99:96 like the real set. Every identity appears in cam3 (IR),
-    cam4, cam5 (RGB) and cam6 (IR); about 60 % also in the indoor RGB cameras cam1 and cam2 (so indoor
+    cam4, cam5 (RGB) and cam6 (IR); about 60 % of each split also in the indoor cameras cam1, cam2 (so indoor
     search has queries without a match, as in the real set). ``per_camera`` images per (identity, camera),
     at least 10 so multi-shot works. Returns counts."""
     if ids < 6:
@@ -312,11 +312,20 @@ def make_sysu(
     for name, lst in split.items():
         _write_ids(os.path.join(out, "exp", f"{name}_id.txt"), lst)
     _write_ids(os.path.join(out, "exp", "available_id.txt"), pids)
+    # About 60 % of every split is also seen indoors (cam1, cam2), spread so that any split of >= 2 ids
+    # has an outdoor-only id (in the real test set 40 of 96 ids are never in cam1/cam2).
+    start = {"train": 0, "val": n_train, "test": n_train + n_val}
+    indoor_ids = {
+        pid
+        for name, s in start.items()
+        for i, pid in enumerate(order[s : s + len(split[name])])
+        if i % 5 in (0, 2, 4)
+    }
     counts = {f"cam{k}": 0 for k in range(1, 7)}
     for pid in pids:
         prng = np.random.default_rng([seed, 2, pid])
         person = make_person(prng)
-        indoor = bool(prng.random() < 0.6)
+        indoor = pid in indoor_ids
         for k in (1, 2, 3, 4, 5, 6):
             if k in (1, 2) and not indoor:
                 continue
