@@ -69,6 +69,17 @@ def big_case(rng: np.random.Generator, n: int = 10_000, ids: int = 1000):
     return [(-(q @ g.T), q_pids, g_pids, rng.choice([3, 6], n), rng.choice([1, 2, 4, 5], n))]
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -156,11 +167,16 @@ def main(argv=None) -> int:
     try:
         import uvireid_ext
 
-        build = vars(uvireid_ext.build_info) if uvireid_ext.build_info is not None else None
+        info = uvireid_ext.build_info
+        build = (
+            {k: v for k, v in vars(info).items() if not k.startswith("_") and isinstance(v, (str, bool, int))}
+            if info is not None
+            else "not built"
+        )
     except Exception as e:  # the evaluator needs no compiled ops; record why the build info is absent
         build = f"unavailable: {e!r}"
     meta = {
-        "device": torch.cuda.get_device_name() if gpu else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name() if gpu else cpu_name(),
         "device_kind": args.device,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
