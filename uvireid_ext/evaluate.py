@@ -13,10 +13,11 @@ Semantics (``shared/reference/evaluation.md`` §1.6, §2.2):
 - AP over all matches of the kept list, no truncation; INP = number of matches / 1-based rank of the last one;
 - a query with no match in its kept list is skipped (not in mAP/mINP, not in the divisor) and counted.
 
-Algorithm (no full row sort, which would dominate at 10k x 10k): per query the few positives are sorted,
-every other kept gallery item is bucketed by how many positives precede it (``searchsorted``), and the
-rank of the t-th positive is 1 + t + (number of negatives in buckets <= t). The identity-level rank is
-1 + the number of distinct identities among the negatives that precede the first positive.
+Algorithm (no full row sort, which would dominate at 10k x 10k): a query's positives are gathered
+from a per-identity table of gallery indices and sorted (a handful per query); every kept gallery item
+is bucketed by how many positives precede it (``searchsorted``, ties fixed by index); the rank of the
+t-th positive is the number of items in buckets 0..t, and the identity-level rank is the number of
+distinct identities in bucket 0. Cost: about ten passes over the distance matrix, in cache-sized chunks.
 """
 
 from __future__ import annotations
