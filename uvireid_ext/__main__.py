@@ -35,6 +35,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def cmd_make_data(args: argparse.Namespace) -> int:
+    import time
+
+    from .data.synthetic import make_regdb, make_sysu
+
+    t0 = time.perf_counter()
+    if args.kind == "sysu":
+        counts = make_sysu(args.out, ids=args.ids or 48, seed=args.seed)
+    else:
+        counts = make_regdb(args.out, ids=args.ids or 40, seed=args.seed)
+    print(f"wrote a synthetic {args.kind} tree to {args.out} in {time.perf_counter() - t0:.1f} s: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m uvireid_ext", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -43,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark from bench/ (see --help there)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("make-data", help="write a synthetic SYSU-MM01- or RegDB-shaped data set")
+    p.add_argument("--kind", choices=["sysu", "regdb"], required=True)
+    p.add_argument("--out", required=True, help="output folder (the data root)")
+    p.add_argument("--ids", type=int, default=None, help="identities (default: sysu 48, regdb 40)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_make_data)
     return parser
 
 
