@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from . import op, register_fake
+from . import has_schema, op, register_fake
 
 __all__ = ["SEGMENT_MODES", "memory_update_", "segment_reduce"]
+
+
+# Op handles resolved once at import: ``op()`` looks the schema up at call time, which Dynamo cannot
+# trace, so calling it inside the wrappers would break torch.compile(fullgraph=True).
+_OPS = {name: op(name) for name in ("memory_update_", "segment_reduce") if has_schema(name)}
+
+
+def _op(name: str) -> torch._ops.OpOverload:
+    return _OPS[name] if name in _OPS else op(name)
+
 
 #: ``mode`` names of :func:`segment_reduce` and their op codes.
 SEGMENT_MODES = {"mean": 0, "weighted_mean": 1, "weighted_sum_by_count": 2}
@@ -32,7 +42,7 @@ def memory_update_(
 
     Call it outside autograd (after ``backward``), with detached features.
     """
-    op("memory_update_")(memory, features.detach(), labels, float(momentum), bool(hard))
+    _op("memory_update_")(memory, features.detach(), labels, float(momentum), bool(hard))
 
 
 @register_fake("memory_update_")
@@ -66,7 +76,9 @@ def segment_reduce(
     """
     if mode not in SEGMENT_MODES:
         raise ValueError(f"segment_reduce: unknown mode {mode!r}; expected one of {sorted(SEGMENT_MODES)}")
-    return op("segment_reduce")(x, segments, weights, int(num_segments), SEGMENT_MODES[mode], bool(normalize))
+    return _op("segment_reduce")(
+        x, segments, weights, int(num_segments), SEGMENT_MODES[mode], bool(normalize)
+    )
 
 
 @register_fake("segment_reduce")

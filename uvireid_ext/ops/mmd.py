@@ -11,6 +11,15 @@ from . import has_schema, op, register_fake
 __all__ = ["MMD2Result", "mmd2"]
 
 
+# Op handles resolved once at import: ``op()`` looks the schema up at call time, which Dynamo cannot
+# trace, so calling it inside the wrappers would break torch.compile(fullgraph=True).
+_OPS = {name: op(name) for name in ("mmd2", "mmd2_backward") if has_schema(name)}
+
+
+def _op(name: str) -> torch._ops.OpOverload:
+    return _OPS[name] if name in _OPS else op(name)
+
+
 class MMD2Result(NamedTuple):
     """Output of :func:`mmd2`."""
 
@@ -46,7 +55,7 @@ def mmd2(
     Differentiable in x and y; for stop-gradient detach one side. Groups with an empty side give
     0 and ``valid = False`` (average over ``values[valid]``).
     """
-    values, valid, bw = op("mmd2")(
+    values, valid, bw = _op("mmd2")(
         x, y, x_groups, y_groups, int(num_groups), bandwidths, float(kernel_mul), int(kernel_num)
     )
     return MMD2Result(values, valid, bw)
@@ -90,7 +99,7 @@ def _backward(ctx, grad_values, _grad_valid, _grad_bw):  # noqa: ANN001, ANN202
     x, y, x_groups, y_groups, bw = ctx.saved_tensors
     if grad_values is None:
         return None, None, None, None, None, None, None, None
-    gx, gy = op("mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
+    gx, gy = _op("mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
     return (
         gx if ctx.needs_input_grad[0] else None,
         gy if ctx.needs_input_grad[1] else None,
