@@ -15,16 +15,37 @@ namespace {
 
 constexpr double kNormEps = 1e-12;  // as F.normalize: a zero row stays zero instead of NaN
 
+// Reductions keep kLanes independent double partial sums: a single accumulator is one long
+// dependency chain (latency-bound, no SIMD), and the fixed lane split keeps results deterministic.
+constexpr int64_t kLanes = 8;
+
+inline double fold(const double* lanes) {
+  double s = 0.0;
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
+// c = m*c + (1-m)*x in T (as torch's per-sample loop does), then c *= T(1/max(|c|, eps)).
 template <typename T>
 void momentum_step(T* c, const T* x, int64_t D, double m) {
-  double sq = 0.0;
-  for (int64_t d = 0; d < D; ++d) {
-    T v = static_cast<T>(m * c[d] + (1.0 - m) * x[d]);
+  const T mt = static_cast<T>(m), mx = static_cast<T>(1.0 - m);
+  T lanes[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= D; d += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) {
+      T v = mt * c[d + l] + mx * x[d + l];
+      c[d + l] = v;
+      lanes[l] += v * v;
+    }
+  for (; d < D; ++d) {
+    T v = mt * c[d] + mx * x[d];
     c[d] = v;
-    sq += static_cast<double>(v) * v;
+    lanes[0] += v * v;
   }
-  const double inv = 1.0 / std::max(std::sqrt(sq), kNormEps);
-  for (int64_t d = 0; d < D; ++d) c[d] = static_cast<T>(c[d] * inv);
+  double sq = 0.0;
+  for (int64_t l = 0; l < kLanes; ++l) sq += lanes[l];
+  const T inv = static_cast<T>(1.0 / std::max(std::sqrt(sq), kNormEps));
+  for (d = 0; d < D; ++d) c[d] *= inv;
 }
 
 // The member whose cosine to c is lowest; ties keep the earliest sample.
@@ -34,12 +55,18 @@ int64_t hardest_member(const T* c, const T* x, int64_t D, const int64_t* members
   double best_cos = std::numeric_limits<double>::infinity();
   for (int64_t k = 0; k < count; ++k) {
     const T* xb = x + members[k] * D;
-    double dot = 0.0, sq = 0.0;
-    for (int64_t d = 0; d < D; ++d) {
-      dot += static_cast<double>(xb[d]) * c[d];
-      sq += static_cast<double>(xb[d]) * xb[d];
+    double dot[kLanes] = {}, sq[kLanes] = {};
+    int64_t d = 0;
+    for (; d + kLanes <= D; d += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) {
+        dot[l] += static_cast<double>(xb[d + l]) * c[d + l];
+        sq[l] += static_cast<double>(xb[d + l]) * xb[d + l];
+      }
+    for (; d < D; ++d) {
+      dot[0] += static_cast<double>(xb[d]) * c[d];
+      sq[0] += static_cast<double>(xb[d]) * xb[d];
     }
-    const double cosv = dot / std::max(std::sqrt(sq), kNormEps);
+    const double cosv = fold(dot) / std::max(std::sqrt(fold(sq)), kNormEps);
     if (cosv < best_cos) {
       best_cos = cosv;
       best = members[k];

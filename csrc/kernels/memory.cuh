@@ -13,17 +13,19 @@ namespace uvireid {
 
 constexpr double kMemNormEps = 1e-12;
 
-// c = m*c + (1-m)*x, then c /= max(|c|, eps). Accumulates in double like the CPU kernel.
+// c = m*c + (1-m)*x in T (as the CPU kernel and torch's own loop), then c *= T(1/max(|c|, eps))
+// with the squared norm summed in double.
 template <typename T>
 __device__ void momentum_step_block(T* c, const T* x, int64_t D, double m, double* scratch) {
+  const T mt = static_cast<T>(m), mx = static_cast<T>(1.0 - m);
   double sq = 0.0;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    T v = static_cast<T>(m * static_cast<double>(c[d]) + (1.0 - m) * static_cast<double>(x[d]));
+    const T v = mt * c[d] + mx * x[d];
     c[d] = v;
     sq += static_cast<double>(v) * static_cast<double>(v);
   }
-  const double inv = 1.0 / fmax(sqrt(block_sum(sq, scratch)), kMemNormEps);
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) c[d] = static_cast<T>(static_cast<double>(c[d]) * inv);
+  const T inv = static_cast<T>(1.0 / fmax(sqrt(block_sum(sq, scratch)), kMemNormEps));
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) c[d] *= inv;
   __syncthreads();
 }
 
