@@ -1,5 +1,6 @@
 // CPU kernels for mmd2 and mmd2_backward: parallel over groups; within a group the pooled set
-// P = X ∪ Y (n + m rows) has its squared distances computed once, in double.
+// P = X ∪ Y (n + m rows) has its squared distances computed once. Sums over D run in T with
+// fixed lane partials; per-pair kernel terms in double.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/headeronly/core/Dispatch_v2.h>
@@ -14,6 +15,24 @@ namespace uvireid {
 namespace {
 
 constexpr double kMinBandwidth = 1e-12;  // all points equal: keeps exp(-0/b) = 1 instead of NaN
+
+// ‖a − b‖² with kLanes independent partial sums in T (SIMD-friendly, deterministic), folded in double.
+constexpr int64_t kLanes = 8;
+
+template <typename T>
+double squared_distance(const T* a, const T* b, int64_t D) {
+  T lanes[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= D; d += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T t = a[d + l] - b[d + l];
+      lanes[l] += t * t;
+    }
+  for (; d < D; ++d) lanes[0] += (a[d] - b[d]) * (a[d] - b[d]);
+  double s = 0.0;
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
 
 template <typename T>
 struct Pooled {
@@ -32,14 +51,7 @@ Pooled<T> pool_group(const T* x, const T* y, int64_t D, const MmdGroups& g, int6
   const int64_t p = P.n + P.m;
   P.dist.assign(static_cast<size_t>(p * p), 0.0);
   for (int64_t i = 0; i < p; ++i)
-    for (int64_t j = i + 1; j < p; ++j) {
-      double s = 0.0;
-      for (int64_t d = 0; d < D; ++d) {
-        const double t = static_cast<double>(P.rows[i][d]) - P.rows[j][d];
-        s += t * t;
-      }
-      P.dist[i * p + j] = P.dist[j * p + i] = s;
-    }
+    for (int64_t j = i + 1; j < p; ++j) P.dist[i * p + j] = P.dist[j * p + i] = squared_distance(P.rows[i], P.rows[j], D);
   return P;
 }
 
@@ -112,7 +124,7 @@ void mmd2_backward_groups(const T* grad, const T* x, const T* y, int64_t D, cons
                           T* gx, T* gy) {
   const int64_t G = static_cast<int64_t>(g.x.offsets.size()) - 1;
   torch::stable::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> acc(static_cast<size_t>(D));
+    std::vector<T> acc(static_cast<size_t>(D));
     for (int64_t grp = begin; grp < end; ++grp) {
       const int64_t n = g.x.offsets[grp + 1] - g.x.offsets[grp], m = g.y.offsets[grp + 1] - g.y.offsets[grp];
       if (n == 0 || m == 0) continue;
@@ -120,7 +132,7 @@ void mmd2_backward_groups(const T* grad, const T* x, const T* y, int64_t D, cons
       const int64_t p = n + m;
       const double up = static_cast<double>(grad[grp]);
       for (int64_t i = 0; i < p; ++i) {
-        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(acc.begin(), acc.end(), T(0));
         for (int64_t j = 0; j < p; ++j) {
           if (j == i) continue;
           double w = 0.0;
@@ -128,11 +140,13 @@ void mmd2_backward_groups(const T* grad, const T* x, const T* y, int64_t D, cons
             const double b = static_cast<double>(bw[grp * S + s]);
             w += std::exp(-P.dist[i * p + j] / b) / b;
           }
-          const double c = -4.0 * up * pair_weight(P, i, j) * w;
-          for (int64_t d = 0; d < D; ++d) acc[d] += c * (static_cast<double>(P.rows[i][d]) - P.rows[j][d]);
+          const T c = static_cast<T>(-4.0 * up * pair_weight(P, i, j) * w);
+          const T* pi = P.rows[i];
+          const T* pj = P.rows[j];
+          for (int64_t d = 0; d < D; ++d) acc[d] += c * (pi[d] - pj[d]);
         }
         T* out = i < n ? gx + g.x.members[g.x.offsets[grp] + i] * D : gy + g.y.members[g.y.offsets[grp] + i - n] * D;
-        for (int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d]);
+        std::copy(acc.begin(), acc.end(), out);
       }
     }
   });

@@ -40,7 +40,9 @@ def memory_update_(
         momentum: m in [0, 1].
         hard: use only the hardest sample per label.
 
-    Call it outside autograd (after ``backward``), with detached features.
+    Call it outside autograd (after ``backward``), with detached features. On CUDA the labels are
+    copied to the host once per call (a small synchronising copy): it validates them and fixes the
+    per-row update order, one CUDA block per distinct label, so results are deterministic.
     """
     _op("memory_update_")(memory, features.detach(), labels, float(momentum), bool(hard))
 

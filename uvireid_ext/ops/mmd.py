@@ -53,7 +53,8 @@ def mmd2(
         bandwidths: optional [S] positive bandwidths, same dtype and device as x.
 
     Differentiable in x and y; for stop-gradient detach one side. Groups with an empty side give
-    0 and ``valid = False`` (average over ``values[valid]``).
+    0 and ``valid = False`` (average over ``values[valid]``). On CUDA the group ids are copied to the
+    host once per call (a small synchronising copy) to validate and group them.
     """
     values, valid, bw = _op("mmd2")(
         x, y, x_groups, y_groups, int(num_groups), bandwidths, float(kernel_mul), int(kernel_num)
