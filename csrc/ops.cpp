@@ -31,4 +31,20 @@ STABLE_TORCH_LIBRARY(uvireid_ext, m) {
   // ---- clustering: DBSCAN on sparse distances, segmented k-means (csrc/*/cluster*) ----
 
   // ---- memories and losses: memory_update_, segment_reduce, mmd2 (csrc/*/memory*, csrc/*/mmd*) ----
+  // memory_update_: in place, batch order: for b with labels[b] >= 0, c = m*c + (1-m)*x_b then
+  // c = c/|c| (c = memory[labels[b]]). hard: per label only the sample with the lowest cosine to c.
+  m.def("memory_update_(Tensor(a!) memory, Tensor features, Tensor labels, float momentum, bool hard) -> ()");
+  // segment_reduce: [N, D] rows into [S, D] by segments [N] int64 (-1 = skip). mode 0: mean,
+  // 1: sum(w x)/sum(w), 2: sum(w x)/count (MMM); empty segments give zero rows; optional L2 norm.
+  m.def("segment_reduce(Tensor x, Tensor segments, Tensor? weights, int num_segments, int mode, bool normalize) -> Tensor");
+  // mmd2: per group g, mean K(x,x) + mean K(y,y) - 2 mean K(x,y), K = sum_s exp(-|a-b|^2 / bw_s).
+  // bandwidths [S] given, or per group base * mul^(s - num//2) with base = mean off-diagonal
+  // squared distance of the pooled set. Returns (mmd2 [G], valid [G] bool, bandwidths used [G, S]).
+  m.def(
+      "mmd2(Tensor x, Tensor y, Tensor x_groups, Tensor y_groups, int num_groups, Tensor? bandwidths, "
+      "float kernel_mul, int kernel_num) -> (Tensor, Tensor, Tensor)");
+  // mmd2_backward: (grad_x, grad_y) for upstream grad [G] and the bandwidths [G, S] used forward.
+  m.def(
+      "mmd2_backward(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups, Tensor bandwidths) "
+      "-> (Tensor, Tensor)");
 }

@@ -2,3 +2,5 @@
 each op computes. Written for clarity, not speed; small inputs only."""
 
 from .distance import *  # noqa: F403
+from .memory import *  # noqa: F403
+from .mmd import *  # noqa: F403

@@ -1,0 +1,28 @@
+// Deterministic block-wide sum (fixed tree order), torch-free. blockDim.x must be a multiple of 32
+// and at most 1024; `scratch` holds 32 values.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace uvireid {
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Every thread gets the block's sum. Two __syncthreads inside: call from all threads.
+template <typename A>
+__device__ A block_sum(A v, A* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  A t = lane < nwarps ? scratch[lane] : A(0);
+  t = warp_sum(t);  // every warp reduces the same partials, so every thread gets the sum
+  return __shfl_sync(0xffffffffu, t, 0);
+}
+
+}  // namespace uvireid

@@ -1,0 +1,117 @@
+"""Grouped multi-kernel MMD² (MMM's soft cluster-level inter alignment) with autograd."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import has_schema, op, register_fake
+
+__all__ = ["MMD2Result", "mmd2"]
+
+
+# Op handles resolved once at import: ``op()`` looks the schema up at call time, which Dynamo cannot
+# trace, so calling it inside the wrappers would break torch.compile(fullgraph=True).
+_OPS = {name: op(name) for name in ("mmd2", "mmd2_backward") if has_schema(name)}
+
+
+def _op(name: str) -> torch._ops.OpOverload:
+    return _OPS[name] if name in _OPS else op(name)
+
+
+class MMD2Result(NamedTuple):
+    """Output of :func:`mmd2`."""
+
+    values: torch.Tensor  #: [G] MMD² per group (0 where a side is empty)
+    valid: torch.Tensor  #: [G] bool, False where the group has no x or no y rows (skipped)
+    bandwidths: torch.Tensor  #: [G, S] bandwidths used (no gradient flows through them)
+
+
+def mmd2(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_groups: torch.Tensor,
+    y_groups: torch.Tensor,
+    num_groups: int,
+    bandwidths: torch.Tensor | None = None,
+    kernel_mul: float = 2.0,
+    kernel_num: int = 5,
+) -> MMD2Result:
+    """MMD² between the x rows and the y rows of every group, all groups in one call.
+
+    Per group g with sets X (n rows) and Y (m rows): mean K(X,X) + mean K(Y,Y) − 2 mean K(X,Y),
+    K(a, b) = Σ_s exp(−‖a−b‖²/b_s) (the biased V-statistic of MMM's ``MMD_loss``; n ≠ m allowed).
+    Bandwidths: ``bandwidths`` [S] for every group, or MMM's data-driven rule: base = mean
+    off-diagonal squared distance of the pooled X ∪ Y (computed without gradient), and
+    b_s = base · kernel_mul^(s − kernel_num//2), s = 0..kernel_num−1.
+
+    Args:
+        x: [Nx, D] float32/float64. y: [Ny, D], same dtype and device.
+        x_groups: [Nx] int64 in [0, num_groups). y_groups: [Ny] int64 in [0, num_groups).
+        num_groups: G.
+        bandwidths: optional [S] positive bandwidths, same dtype and device as x.
+
+    Differentiable in x and y; for stop-gradient detach one side. Groups with an empty side give
+    0 and ``valid = False`` (average over ``values[valid]``). On CUDA the group ids are copied to the
+    host once per call (a small synchronising copy) to validate and group them.
+    """
+    values, valid, bw = _op("mmd2")(
+        x, y, x_groups, y_groups, int(num_groups), bandwidths, float(kernel_mul), int(kernel_num)
+    )
+    return MMD2Result(values, valid, bw)
+
+
+@register_fake("mmd2")
+def _mmd2_fake(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_groups: torch.Tensor,
+    y_groups: torch.Tensor,
+    num_groups: int,
+    bandwidths: torch.Tensor | None,
+    kernel_mul: float,
+    kernel_num: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = kernel_num if bandwidths is None else bandwidths.shape[0]
+    return x.new_empty(num_groups), x.new_empty(num_groups, dtype=torch.bool), x.new_empty(num_groups, s)
+
+
+@register_fake("mmd2_backward")
+def _mmd2_backward_fake(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_groups: torch.Tensor,
+    y_groups: torch.Tensor,
+    bandwidths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(x), torch.empty_like(y)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001  (torch.library signature)
+    x, y, x_groups, y_groups, _num_groups, _bw, _mul, _num = inputs
+    _, valid, bw = output
+    ctx.mark_non_differentiable(valid, bw)
+    ctx.save_for_backward(x, y, x_groups, y_groups, bw)
+
+
+def _backward(ctx, grad_values, _grad_valid, _grad_bw):  # noqa: ANN001, ANN202
+    x, y, x_groups, y_groups, bw = ctx.saved_tensors
+    if grad_values is None:
+        return None, None, None, None, None, None, None, None
+    gx, gy = _op("mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
+    return (
+        gx if ctx.needs_input_grad[0] else None,
+        gy if ctx.needs_input_grad[1] else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+if has_schema("mmd2"):
+    torch.library.register_autograd("uvireid_ext::mmd2", _backward, setup_context=_setup_context)
