@@ -2,3 +2,4 @@
 each op computes. Written for clarity, not speed; small inputs only."""
 
 from .distance import *  # noqa: F403
+from .cluster import *  # noqa: F403
