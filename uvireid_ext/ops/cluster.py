@@ -23,12 +23,22 @@ from . import op, register_fake
 __all__ = ["dbscan", "dbscan_csr", "segmented_kmeans"]
 
 
+def _op(name: str) -> torch._ops.OpOverload:
+    # op() looks the schema up through a pybind call that dynamo cannot trace; under compile the
+    # op exists (tracing reached here), so take it directly.
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops.uvireid_ext, name).default
+    return op(name)
+
+
 def _to_csr(distances: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(crow, col, val) of a square sparse CSR tensor, or of the off-diagonal entries <= eps of a dense one."""
+    """(crow, col, val) of a square sparse CSR tensor, or the off-diagonal entries <= eps of a dense one."""
     if not isinstance(distances, Tensor):
         raise ValueError(f"dbscan: expected distances to be a tensor, got {type(distances).__name__}")
     if distances.dim() != 2 or distances.shape[0] != distances.shape[1]:
-        raise ValueError(f"dbscan: expected distances to be a square [N, N] matrix, got shape {tuple(distances.shape)}")
+        raise ValueError(
+            f"dbscan: expected distances to be a square [N, N] matrix, got shape {tuple(distances.shape)}"
+        )
     if distances.layout == torch.sparse_csr:
         return (
             distances.crow_indices().to(torch.int64).contiguous(),
@@ -80,10 +90,14 @@ def dbscan_csr(crow: Tensor, col: Tensor, val: Tensor, eps: float, min_samples: 
     eps, min_samples = _check_scalars(eps, min_samples)
     for name, t in (("crow", crow), ("col", col), ("val", val)):
         if not isinstance(t, Tensor) or t.dim() != 1:
-            raise ValueError(f"dbscan: expected {name} to be a 1-D tensor, got {getattr(t, 'shape', type(t))}")
+            raise ValueError(
+                f"dbscan: expected {name} to be a 1-D tensor, got {getattr(t, 'shape', type(t))}"
+            )
     if col.device != crow.device or val.device != crow.device:
-        raise ValueError(f"dbscan: crow, col and val must share a device, got {crow.device}, {col.device}, {val.device}")
-    return op("dbscan")(crow, col, val, eps, min_samples)
+        raise ValueError(
+            f"dbscan: crow, col and val must share a device, got {crow.device}, {col.device}, {val.device}"
+        )
+    return _op("dbscan")(crow, col, val, eps, min_samples)
 
 
 def _check_scalars(eps: float, min_samples: int) -> tuple[float, int]:
@@ -119,19 +133,26 @@ def segmented_kmeans(
         (centres [C, n, D] float32, sub-centre index of every point [N] int64, -1 for noise).
     """
     if not isinstance(x, Tensor) or x.dim() != 2:
-        raise ValueError(f"segmented_kmeans: expected x to be a 2-D [N, D] tensor, got {getattr(x, 'shape', type(x))}")
-    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != x.shape[0]:
         raise ValueError(
-            f"segmented_kmeans: expected labels of shape [{x.shape[0]}], got {tuple(getattr(labels, 'shape', ()))}"
+            f"segmented_kmeans: expected x to be a 2-D [N, D] tensor, got {getattr(x, 'shape', type(x))}"
         )
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != x.shape[0]:
+        got = tuple(getattr(labels, "shape", ()))
+        raise ValueError(f"segmented_kmeans: expected labels of shape [{x.shape[0]}], got {got}")
     if labels.device != x.device:
         raise ValueError(f"segmented_kmeans: labels on {labels.device} but x on {x.device}")
     if num_clusters is None:
         num_clusters = int(labels.max()) + 1 if labels.numel() else 0
     if n < 1:
         raise ValueError(f"segmented_kmeans: expected n >= 1, got {n}")
-    return op("segmented_kmeans")(
-        x.contiguous(), labels.to(torch.int64).contiguous(), int(num_clusters), int(n), int(max_iter), float(tol), int(seed)
+    return _op("segmented_kmeans")(
+        x.contiguous(),
+        labels.to(torch.int64).contiguous(),
+        int(num_clusters),
+        int(n),
+        int(max_iter),
+        float(tol),
+        int(seed),
     )
 
 

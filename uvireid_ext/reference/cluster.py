@@ -30,8 +30,9 @@ def dbscan(crow: Tensor, col: Tensor, val: Tensor, eps: float, min_samples: int)
     border points to the nearest core neighbour (ties to the lower index), ids by first appearance."""
     n = crow.numel() - 1
     crow_l, col_l, val_l = crow.tolist(), col.tolist(), val.tolist()
+    within = (val <= torch.tensor(eps, dtype=val.dtype)).tolist()  # compare in the values' dtype
     neigh: list[list[tuple[float, int]]] = [
-        [(val_l[k], col_l[k]) for k in range(crow_l[i], crow_l[i + 1]) if col_l[k] != i and val_l[k] <= eps]
+        [(val_l[k], col_l[k]) for k in range(crow_l[i], crow_l[i + 1]) if col_l[k] != i and within[k]]
         for i in range(n)
     ]
     core = [1 + len(neigh[i]) >= min_samples for i in range(n)]
@@ -43,8 +44,10 @@ def dbscan(crow: Tensor, col: Tensor, val: Tensor, eps: float, min_samples: int)
         while stack:
             i = stack.pop()
             for j in range(n):
-                if core[j] and comp[j] < 0 and (
-                    any(c == j for _, c in neigh[i]) or any(c == i for _, c in neigh[j])
+                if (
+                    core[j]
+                    and comp[j] < 0
+                    and (any(c == j for _, c in neigh[i]) or any(c == i for _, c in neigh[j]))
                 ):
                     comp[j] = s
                     stack.append(j)
