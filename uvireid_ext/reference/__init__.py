@@ -1,5 +1,5 @@
 """Plain-PyTorch versions of every uvireid_ext op: the test oracle, and the documentation of what
 each op computes. Written for clarity, not speed; small inputs only."""
 
-from .distance import *  # noqa: F403
 from .cluster import *  # noqa: F403
+from .distance import *  # noqa: F403
