@@ -184,3 +184,19 @@ def test_bad_input() -> None:
         dup[1] = dup[0]
         with pytest.raises(RuntimeError, match="dbscan: row 0 holds column"):
             raw(crow, dup, val, 0.5, 4)
+
+
+def test_jaccard_graph_matches_sklearn() -> None:
+    # A realistic graph: the classic Jaccard distance of synthetic identities (eps 0.6 as on SYSU).
+    from bench.baselines.classic_jaccard import compute_jaccard_distance
+
+    g = torch.Generator().manual_seed(3)
+    protos = torch.nn.functional.normalize(torch.randn(15, 64, generator=g), dim=1)
+    pid = torch.randint(0, 15, (300,), generator=g)
+    x = torch.nn.functional.normalize(protos[pid] + 0.12 * torch.randn(300, 64, generator=g), dim=1)
+    d = torch.from_numpy(compute_jaccard_distance(x.numpy(), 30, 6))
+    for eps in (0.6, 0.3):
+        sparse = to_csr(d, eps, True)  # what jaccard_distance(max_distance=eps) hands over
+        labels = dbscan(sparse, eps, 4)
+        check_against_sklearn(d, labels, eps, 4)
+        assert int(labels.max()) >= 5
