@@ -29,6 +29,15 @@ STABLE_TORCH_LIBRARY(uvireid_ext, m) {
       "jaccard_sparse(Tensor crow, Tensor col, Tensor val, float max_distance) -> (Tensor, Tensor, Tensor)");
 
   // ---- clustering: DBSCAN on sparse distances, segmented k-means (csrc/*/cluster*) ----
+  // dbscan: CSR distances (crow [N+1] int64, col [nnz] int64, val [nnz] float32/64) -> labels [N] int64;
+  // entries with d > eps ignored, self always a neighbour; scikit-learn's core points and clusters,
+  // border points to the nearest core neighbour, noise -1, ids by first appearance.
+  m.def("dbscan(Tensor crow, Tensor col, Tensor val, float eps, int min_samples) -> Tensor");
+  // segmented_kmeans: x [N, D] float32, labels [N] int64 in [-1, C) -> (centres [C, n, D] float32,
+  // sub-centre of each point [N] int64, -1 for noise); seeded k-means++-style, see kernels/cluster.cuh.
+  m.def(
+      "segmented_kmeans(Tensor x, Tensor labels, int num_clusters, int n, int max_iter, float tol, int seed) "
+      "-> (Tensor, Tensor)");
 
   // ---- memories and losses: memory_update_, segment_reduce, mmd2 (csrc/*/memory*, csrc/*/mmd*) ----
   // memory_update_: in place, batch order: for b with labels[b] >= 0, c = m*c + (1-m)*x_b then

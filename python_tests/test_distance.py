@@ -1,9 +1,6 @@
 """knn, k_reciprocal_encode, query_expansion, jaccard and jaccard_distance against the plain
 references (uvireid_ext.reference) and the classic NumPy port (bench/baselines)."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +10,7 @@ import uvireid_ext as U
 from uvireid_ext import reference as R
 from uvireid_ext.ops import op
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from baselines.classic_jaccard import classic_jaccard  # noqa: E402
+from bench.baselines.classic_jaccard import classic_jaccard
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 

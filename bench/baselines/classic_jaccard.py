@@ -83,3 +83,11 @@ def classic_jaccard(
             temp_min[0, rows[j]] += np.minimum(v[i, c], v[rows[j], c])
         jaccard[i] = 1 - temp_min / (2 - temp_min)
     return np.maximum(jaccard, 0)
+
+
+def classic_labels(features: np.ndarray, k1: int, k2: int, eps: float, min_samples: int = 4) -> np.ndarray:
+    """Features -> DBSCAN pseudo-labels the classic way: dense Jaccard, then scikit-learn DBSCAN."""
+    from sklearn.cluster import DBSCAN
+
+    dist = classic_jaccard(features, k1, k2)
+    return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=-1).fit_predict(dist)
