@@ -21,16 +21,27 @@ def assert_has_ops() -> None:
         )
 
 
+from .ops.cluster import dbscan, dbscan_csr, segmented_kmeans  # noqa: E402
 from .ops.distance import jaccard, jaccard_distance, k_reciprocal_encode, knn, query_expansion  # noqa: E402
+from .ops.memory import SEGMENT_MODES, memory_update_, segment_reduce  # noqa: E402
+from .ops.mmd import MMD2Result, mmd2  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "HAS_OPS",
+    "MMD2Result",
+    "SEGMENT_MODES",
     "assert_has_ops",
     "build_info",
+    "dbscan",
+    "dbscan_csr",
     "jaccard",
     "jaccard_distance",
     "k_reciprocal_encode",
     "knn",
+    "memory_update_",
+    "mmd2",
     "query_expansion",
+    "segment_reduce",
+    "segmented_kmeans",
 ]

@@ -23,12 +23,6 @@ from . import op, register_fake
 __all__ = ["dbscan", "dbscan_csr", "segmented_kmeans"]
 
 
-def _op(name: str) -> torch._ops.OpOverload:
-    # op() looks the schema up through a pybind call that dynamo cannot trace; under compile the
-    # op exists (tracing reached here), so take it directly.
-    if torch.compiler.is_compiling():
-        return getattr(torch.ops.uvireid_ext, name).default
-    return op(name)
 
 
 def _to_csr(distances: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -97,7 +91,7 @@ def dbscan_csr(crow: Tensor, col: Tensor, val: Tensor, eps: float, min_samples: 
         raise ValueError(
             f"dbscan: crow, col and val must share a device, got {crow.device}, {col.device}, {val.device}"
         )
-    return _op("dbscan")(crow, col, val, eps, min_samples)
+    return op("dbscan")(crow, col, val, eps, min_samples)
 
 
 def _check_scalars(eps: float, min_samples: int) -> tuple[float, int]:
@@ -145,7 +139,7 @@ def segmented_kmeans(
         num_clusters = int(labels.max()) + 1 if labels.numel() else 0
     if n < 1:
         raise ValueError(f"segmented_kmeans: expected n >= 1, got {n}")
-    return _op("segmented_kmeans")(
+    return op("segmented_kmeans")(
         x.contiguous(),
         labels.to(torch.int64).contiguous(),
         int(num_clusters),

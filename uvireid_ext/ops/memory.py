@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from . import has_schema, op, register_fake
+from . import op, register_fake
 
 __all__ = ["SEGMENT_MODES", "memory_update_", "segment_reduce"]
-
-
-# Op handles resolved once at import: ``op()`` looks the schema up at call time, which Dynamo cannot
-# trace, so calling it inside the wrappers would break torch.compile(fullgraph=True).
-_OPS = {name: op(name) for name in ("memory_update_", "segment_reduce") if has_schema(name)}
-
-
-def _op(name: str) -> torch._ops.OpOverload:
-    return _OPS[name] if name in _OPS else op(name)
 
 
 #: ``mode`` names of :func:`segment_reduce` and their op codes.
@@ -44,7 +35,7 @@ def memory_update_(
     copied to the host once per call (a small synchronising copy): it validates them and fixes the
     per-row update order, one CUDA block per distinct label, so results are deterministic.
     """
-    _op("memory_update_")(memory, features.detach(), labels, float(momentum), bool(hard))
+    op("memory_update_")(memory, features.detach(), labels, float(momentum), bool(hard))
 
 
 @register_fake("memory_update_")
@@ -78,7 +69,7 @@ def segment_reduce(
     """
     if mode not in SEGMENT_MODES:
         raise ValueError(f"segment_reduce: unknown mode {mode!r}; expected one of {sorted(SEGMENT_MODES)}")
-    return _op("segment_reduce")(
+    return op("segment_reduce")(
         x, segments, weights, int(num_segments), SEGMENT_MODES[mode], bool(normalize)
     )
 

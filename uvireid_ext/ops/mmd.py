@@ -11,15 +11,6 @@ from . import has_schema, op, register_fake
 __all__ = ["MMD2Result", "mmd2"]
 
 
-# Op handles resolved once at import: ``op()`` looks the schema up at call time, which Dynamo cannot
-# trace, so calling it inside the wrappers would break torch.compile(fullgraph=True).
-_OPS = {name: op(name) for name in ("mmd2", "mmd2_backward") if has_schema(name)}
-
-
-def _op(name: str) -> torch._ops.OpOverload:
-    return _OPS[name] if name in _OPS else op(name)
-
-
 class MMD2Result(NamedTuple):
     """Output of :func:`mmd2`."""
 
@@ -56,7 +47,7 @@ def mmd2(
     0 and ``valid = False`` (average over ``values[valid]``). On CUDA the group ids are copied to the
     host once per call (a small synchronising copy) to validate and group them.
     """
-    values, valid, bw = _op("mmd2")(
+    values, valid, bw = op("mmd2")(
         x, y, x_groups, y_groups, int(num_groups), bandwidths, float(kernel_mul), int(kernel_num)
     )
     return MMD2Result(values, valid, bw)
@@ -100,7 +91,7 @@ def _backward(ctx, grad_values, _grad_valid, _grad_bw):  # noqa: ANN001, ANN202
     x, y, x_groups, y_groups, bw = ctx.saved_tensors
     if grad_values is None:
         return None, None, None, None, None, None, None, None
-    gx, gy = _op("mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
+    gx, gy = op("mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
     return (
         gx if ctx.needs_input_grad[0] else None,
         gy if ctx.needs_input_grad[1] else None,
