@@ -89,7 +89,7 @@ print(
     flush=True,
 )
 
-define = [f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}", "-DPy_LIMITED_API=0x030A0000"]
+define = [f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}", "-DPy_LIMITED_API=0x030A0000", "-DUVIREID_PYTHON_MODULE"]
 opt = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
 cxx_flags = define + opt + ["-fopenmp-simd"]
 sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))

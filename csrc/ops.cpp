@@ -2,15 +2,17 @@
 // backend next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu) with STABLE_TORCH_LIBRARY_IMPL.
 // Fake (meta) kernels and autograd live in Python (uvireid_ext/ops/*.py).
 
-#include <Python.h>
-
 #include <torch/csrc/stable/library.h>
+
+#ifdef UVIREID_PYTHON_MODULE
+#include <Python.h>
 
 // Importing uvireid_ext._C runs the static registrations below; no pybind needed.
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module);
 }
+#endif
 
 STABLE_TORCH_LIBRARY(uvireid_ext, m) {
   // ---- distances: kNN, k-reciprocal encoding, query expansion, Jaccard (csrc/*/distance*) ----
