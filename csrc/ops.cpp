@@ -19,8 +19,9 @@ STABLE_TORCH_LIBRARY(uvireid_ext, m) {
   // knn: [N, D] float -> (indices [N, k] int64, squared distances [N, k] float32), self included,
   // ties to the lower index.
   m.def("knn(Tensor x, int k) -> (Tensor, Tensor)");
-  // k-reciprocal encoding V as CSR (crow [N+1], col [nnz], val [nnz]); rank = knn indices [N, >=k1].
-  m.def("k_reciprocal_encode(Tensor x, Tensor rank, int k1) -> (Tensor, Tensor, Tensor)");
+  // k-reciprocal encoding V as CSR (crow [N+1], col [nnz], val [nnz]); rank = knn indices [N, >=k1];
+  // rank_dist = knn's squared distances (optional: dot products of ranked pairs come from them).
+  m.def("k_reciprocal_encode(Tensor x, Tensor rank, Tensor? rank_dist, int k1) -> (Tensor, Tensor, Tensor)");
   // query expansion of V over the first `pool` ranked neighbours: at most `cap` per (outer, inner)
   // group, mean per inner group, equal-weight mean per outer group, then over outer groups.
   m.def(

@@ -7,10 +7,9 @@ import torch
 from common import DEVICES
 
 import uvireid_ext as U
+from bench.baselines.classic_jaccard import classic_jaccard
 from uvireid_ext import reference as R
 from uvireid_ext.ops import op
-
-from bench.baselines.classic_jaccard import classic_jaccard
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -127,6 +126,18 @@ def test_k_reciprocal_encode_matches_reference(device, k1):
     assert torch.all((sums[unique_rows] - 1).abs() < 1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_k_reciprocal_encode_with_ranked_distances(device):
+    """Dot products recovered from knn's distances give the same encoding to float32 precision."""
+    x = with_duplicates(clustered(120, 16, 6))
+    x[40] *= 3.0  # a row beyond the unit-norm range: its pairs fall back to direct dot products
+    rank, dist = U.knn(x.to(device), 25)
+    v = U.k_reciprocal_encode(x.to(device), rank, 20, rank_dist=dist)
+    ref = R.k_reciprocal_encode_ref(x, rank.cpu(), 20)
+    torch.testing.assert_close(dense(v).cpu().double(), ref, rtol=1e-5, atol=1e-6)
+    assert ((dense(v).cpu() != 0) == (ref != 0)).all()
+
+
 def test_half_round_even():
     assert [R.round_half_even_half(k) for k in (30, 40, 38, 5, 7, 1)] == [15, 20, 19, 2, 4, 0]
 
@@ -136,13 +147,13 @@ def test_encode_bad_input(device):
     x = clustered(10, 4, 2).to(device)
     rank, _ = U.knn(x, 4)
     with pytest.raises(RuntimeError, match="k_reciprocal_encode: rank has 4 columns but k1 = 5"):
-        op("k_reciprocal_encode")(x, rank, 5)
+        op("k_reciprocal_encode")(x, rank, None, 5)
     bad = rank.clone()
     bad[2, 1] = 10
     with pytest.raises(RuntimeError, match="k_reciprocal_encode: rank holds index 10"):
-        op("k_reciprocal_encode")(x, bad, 3)
+        op("k_reciprocal_encode")(x, bad, None, 3)
     with pytest.raises(RuntimeError, match=r"k_reciprocal_encode: expected rank.size\(0\) == 10, got 9"):
-        op("k_reciprocal_encode")(x, rank[:9], 3)
+        op("k_reciprocal_encode")(x, rank[:9], None, 3)
 
 
 # --------------------------------------------------------------------------- query expansion
@@ -231,6 +242,26 @@ def test_jaccard_empty_rows_and_no_shared_columns(device):
     want = torch.tensor([[0, 1, 1, 1], [1, 0, 1, 1 - 0.5 / 1.5], [1, 1, 1, 1], [1, 1 - 0.5 / 1.5, 1, 0]])
     assert torch.equal(d.cpu(), want)
     assert set(csr_pairs(U.jaccard(v, 0.9))) == {(0, 0), (1, 1), (2, 2), (3, 3), (1, 3), (3, 1)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jaccard_rejects_rows_that_are_not_probabilities(device):
+    heavy = torch.tensor([[0.9, 0.9], [0.0, 1.0]]).to_sparse_csr().to(device)
+    with pytest.raises(RuntimeError, match="jaccard_dense: row 0 sums to"):
+        U.jaccard(heavy)
+    negative = torch.tensor([[1.5, -0.5], [0.0, 1.0]]).to_sparse_csr().to(device)
+    with pytest.raises(RuntimeError, match=r"jaccard_sparse: val\[0\] = 1.5 is not a probability"):
+        U.jaccard(negative, 0.5)
+
+
+@pytest.mark.cuda
+def test_mixed_devices_are_named():
+    x = clustered(20, 4, 2)
+    rank, _ = U.knn(x, 5)
+    with pytest.raises(RuntimeError, match="k_reciprocal_encode: expected rank on the same device as features"):
+        op("k_reciprocal_encode")(x.cuda(), rank, None, 3)
+    with pytest.raises(ValueError, match="jaccard_distance: modality is on cpu but features are on cuda"):
+        U.jaccard_distance(x.cuda(), 5, 2, modality=torch.zeros(20, dtype=torch.long), expansion="modality")
 
 
 # ------------------------------------------------------------------------ jaccard_distance
@@ -326,13 +357,14 @@ def test_jaccard_distance_bad_input():
 
 def op_samples(device: str):
     x = with_duplicates(clustered(40, 8, 4)).to(device)
-    rank, _ = U.knn(x, 10)
+    rank, dist = U.knn(x, 10)
     v = U.k_reciprocal_encode(x, rank, 8)
     crow, col, val = v.crow_indices().clone(), v.col_indices().clone(), v.values().clone()
     z = torch.zeros(40, dtype=torch.int64, device=device)
     return [
         ("knn", (x, 5)),
-        ("k_reciprocal_encode", (x, rank, 8)),
+        ("k_reciprocal_encode", (x, rank, None, 8)),
+        ("k_reciprocal_encode", (x, rank, dist, 8)),
         ("query_expansion", (crow, col, val, rank, z, z, 4, 4)),
         ("jaccard_dense", (crow, col, val)),
         ("jaccard_sparse", (crow, col, val, 0.6)),
@@ -340,7 +372,7 @@ def op_samples(device: str):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_opcheck(device, index):
     name, args = op_samples(device)[index]
     torch.library.opcheck(op(name), args)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .ops.cluster import dbscan
+from .ops.distance import jaccard_distance
 
 __all__ = [
     "CONFIGS",
@@ -86,10 +87,6 @@ class PseudoLabels:
 def _jaccard_distance(
     features: Tensor, cfg: JaccardConfig, modality: Tensor | None, camera: Tensor | None, eps: float
 ) -> Tensor:
-    from . import (
-        jaccard_distance,
-    )  # the distance ops (lead's branch); imported late so this module loads alone
-
     return jaccard_distance(
         features,
         cfg.k1,

@@ -32,22 +32,11 @@ def k_reciprocal_neigh(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[np.where(backward == i)[0]]
 
 
-def classic_jaccard(
-    features: np.ndarray,
-    k1: int = 30,
-    k2: int = 6,
-    modality: np.ndarray | None = None,
-    rank: np.ndarray | None = None,
-) -> np.ndarray:
-    """Dense [N, N] float32 Jaccard distance; ``modality`` switches to the modality-balanced k2
-    expansion (MMM's compute_modal_invariant_jaccard_distance)."""
-    x = np.ascontiguousarray(features, dtype=np.float32)
+def encode(x: np.ndarray, rank: np.ndarray, k1: int) -> np.ndarray:
+    """Dense [N, N] float32 V: k-reciprocal sets, the 2/3 expansion, softmax(-dist) weights."""
     n = x.shape[0]
-    if rank is None:
-        rank = initial_rank(x, k1)
     nn_k1 = [k_reciprocal_neigh(rank, i, k1) for i in range(n)]
     nn_k1_half = [k_reciprocal_neigh(rank, i, int(np.around(k1 / 2))) for i in range(n)]
-
     v = np.zeros((n, n), dtype=np.float32)
     for i in range(n):
         k_recip = nn_k1[i]
@@ -60,29 +49,52 @@ def classic_jaccard(
         dist = 2 - 2 * (x[i] @ x[expansion].T)
         e = np.exp(-(dist - dist.min()))  # softmax(-dist)
         v[i, expansion] = e / e.sum()
+    return v
 
-    if k2 != 1:
-        v_qe = np.zeros_like(v, dtype=np.float32)
-        for i in range(n):
-            neighbours = rank[i, :k2]
-            if modality is None:
-                v_qe[i] = np.mean(v[neighbours], axis=0)
-            else:
-                means = [np.mean(v[neighbours[modality[neighbours] == m]], axis=0)
-                         for m in np.unique(modality[neighbours])]
-                v_qe[i] = np.mean(means, axis=0)
-        v = v_qe
 
+def expand(v: np.ndarray, rank: np.ndarray, k2: int, modality: np.ndarray | None = None) -> np.ndarray:
+    """Local query expansion: mean of the V rows of the first k2 ranked (per modality, then averaged)."""
+    if k2 == 1:
+        return v
+    v_qe = np.zeros_like(v, dtype=np.float32)
+    for i in range(v.shape[0]):
+        neighbours = rank[i, :k2]
+        if modality is None:
+            v_qe[i] = np.mean(v[neighbours], axis=0)
+        else:
+            means = [np.mean(v[neighbours[modality[neighbours] == m]], axis=0) for m in np.unique(modality[neighbours])]
+            v_qe[i] = np.mean(means, axis=0)
+    return v_qe
+
+
+def jaccard(v: np.ndarray) -> np.ndarray:
+    """Dense Jaccard distance through the inverted index, one dense accumulator row at a time."""
+    n = v.shape[0]
     inv_index = [np.where(v[:, c] != 0)[0] for c in range(n)]
-    jaccard = np.zeros((n, n), dtype=np.float32)
+    out = np.zeros((n, n), dtype=np.float32)
     for i in range(n):
         temp_min = np.zeros((1, n), dtype=np.float32)
         nonzero = np.where(v[i] != 0)[0]
         rows = [inv_index[c] for c in nonzero]
         for j, c in enumerate(nonzero):
             temp_min[0, rows[j]] += np.minimum(v[i, c], v[rows[j], c])
-        jaccard[i] = 1 - temp_min / (2 - temp_min)
-    return np.maximum(jaccard, 0)
+        out[i] = 1 - temp_min / (2 - temp_min)
+    return np.maximum(out, 0)
+
+
+def classic_jaccard(
+    features: np.ndarray,
+    k1: int = 30,
+    k2: int = 6,
+    modality: np.ndarray | None = None,
+    rank: np.ndarray | None = None,
+) -> np.ndarray:
+    """Dense [N, N] float32 Jaccard distance; ``modality`` switches to the modality-balanced k2
+    expansion (MMM's compute_modal_invariant_jaccard_distance)."""
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    if rank is None:
+        rank = initial_rank(x, k1)
+    return jaccard(expand(encode(x, rank, k1), rank, k2, modality))
 
 
 def classic_labels(features: np.ndarray, k1: int, k2: int, eps: float, min_samples: int = 4) -> np.ndarray:

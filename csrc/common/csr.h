@@ -49,4 +49,21 @@ inline CsrView check_csr_cpu(const char* op, const Tensor& crow, const Tensor& c
   return {cp, colp, val.const_data_ptr<float>(), nnz};
 }
 
+// Jaccard's formula needs probability rows: entries finite and >= 0, rows summing to 1 (or empty).
+// Rows summing above 1 (beyond float rounding) are rejected; they would also break the fixed-point
+// sums of the CUDA kernel.
+constexpr double kRowSumTolerance = 1e-3;
+
+inline void check_probability_rows_cpu(const char* op, const CsrView& v, int64_t n) {
+  for (int64_t p = 0; p < v.nnz; ++p)
+    STD_TORCH_CHECK(v.val[p] >= 0.0f && v.val[p] <= 1.0f, op, ": val[", p, "] = ", v.val[p],
+                    " is not a probability (expected rows of non-negative weights summing to 1)");
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0.0;
+    for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) s += v.val[p];
+    STD_TORCH_CHECK(s <= 1.0 + kRowSumTolerance, op, ": row ", i, " sums to ", s,
+                    "; expected rows of non-negative weights summing to 1");
+  }
+}
+
 }  // namespace uvireid

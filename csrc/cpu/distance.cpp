@@ -93,18 +93,11 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
   STD_TORCH_CHECK(bad < 0, op, ": features row ", bad, " is not finite (NaN or Inf)");
 
   std::vector<double> sq(n);
-  double max_norm = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    double s = 0.0;
-    for (int64_t t = 0; t < dim; ++t) s += static_cast<double>(xp[i * dim + t]) * xp[i * dim + t];
-    sq[i] = s;
-    max_norm = std::max(max_norm, std::sqrt(s));
-  }
-  // Candidates come from an fp32 GEMM; |<x_i,x_j>_fp32 - <x_i,x_j>| <= gamma_D |x_i||x_j| for any
-  // summation order (u = 2^-24), so a non-candidate can only enter the top k when the last
-  // candidate's approximate distance is within 2 gamma_D |x_i| max|x_j| of the k-th exact one.
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sq[i] = dot(xp + i * dim, xp + i * dim, dim);
+  });
+  // Candidates from an fp32 GEMM (u = 2^-24), then re-measured exactly (see candidates_proven).
   const double u = std::ldexp(1.0, -24);
-  const double gamma = dim * u / (1.0 - dim * u);
   const int64_t cand = std::min<int64_t>(n, k + std::max<int64_t>(16, k / 2));
 
   int64_t* ip = idx.mutable_data_ptr<int64_t>();
@@ -140,8 +133,7 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
           exact.emplace_back(squared_distance(xp + i * dim, xp + h.second * dim, dim), h.second);
         std::sort(exact.begin(), exact.end());
         const double tau = exact[k - 1].first;
-        const double err = 2.0 * gamma * std::sqrt(sq[i]) * max_norm * (1.0 + 1e-6) + 1e-300;
-        if (cand < n && !(last_approx - err > tau * (1.0 + 1e-12))) {
+        if (cand < n && !candidates_proven(last_approx, tau, sq[i], dim, u)) {
           // The candidate set cannot be proven to hold the top k: rank every row exactly.
           exact.clear();
           for (int64_t j = 0; j < n; ++j) exact.emplace_back(squared_distance(xp + i * dim, xp + j * dim, dim), j);
@@ -159,7 +151,8 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
 
 // ------------------------------------------------------------------------------ k-reciprocal encoding
 
-std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank, int64_t k1) {
+std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank, std::optional<Tensor> rank_dist,
+                                                           int64_t k1) {
   const char* op = "k_reciprocal_encode";
   check_features(op, x);
   x = torch::stable::contiguous(x);
@@ -171,7 +164,24 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank
   const int64_t K = rank.size(1);
   const int64_t* rp = rank.const_data_ptr<int64_t>();
   const float* xp = x.const_data_ptr<float>();
+  const int64_t bad = first_nonfinite_row(xp, n, dim);
+  STD_TORCH_CHECK(bad < 0, op, ": features row ", bad, " is not finite (NaN or Inf)");
   const int64_t mh = std::min(half_round_even(k1) + 1, k1);
+  const float* rdp = nullptr;
+  if (rank_dist.has_value()) {
+    Tensor rd = torch::stable::contiguous(*rank_dist);
+    check_dtype(op, "rank_dist", rd, ScalarType::Float);
+    STD_TORCH_CHECK(rd.dim() == 2 && rd.size(0) == n && rd.size(1) == K, op,
+                    ": expected rank_dist of the shape of rank [", n, ", ", K, "]");
+    rank_dist = rd;
+    rdp = rd.const_data_ptr<float>();
+  }
+  // |x_i|^2, for dot products recovered from ranked squared distances
+  std::vector<double> sq(rdp ? n : 0);
+  if (rdp)
+    torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sq[i] = dot(xp + i * dim, xp + i * dim, dim);
+    });
 
   std::vector<int32_t> r1(n * k1), rh(n * k1), n1(n), nh(n);
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
@@ -193,7 +203,10 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank
       d.resize(m);
       double dmin = std::numeric_limits<double>::infinity();
       for (int64_t t = 0; t < m; ++t) {
-        d[t] = 2.0 - 2.0 * dot(xp + i * dim, xp + static_cast<int64_t>(set[t]) * dim, dim);
+        double ip;
+        if (!ranked_dot(rp, rdp, K, i, set[t], sq.data(), &ip))
+          ip = dot(xp + i * dim, xp + static_cast<int64_t>(set[t]) * dim, dim);
+        d[t] = 2.0 - 2.0 * ip;
         dmin = std::min(dmin, d[t]);
       }
       double z = 0.0;
@@ -268,56 +281,65 @@ std::tuple<Tensor, Tensor, Tensor> query_expansion_cpu(Tensor crow, Tensor col, 
 
 // ------------------------------------------------------------------------------------------ jaccard
 
-// Column-major copy of V (rows of each column ascending), the inverted index of the Jaccard sums.
+// Column-major copy of the non-zero entries of V (rows of each column ascending), the inverted
+// index of the Jaccard sums; at[p] is where CSR entry p landed (-1 for a zero, which adds nothing),
+// so the rows >= i of its column start there. Without zeros every visit adds a positive amount.
 struct Csc {
   std::vector<int64_t> ptr;
   std::vector<int32_t> row;
   std::vector<float> val;
+  std::vector<int64_t> at;
 };
 
 Csc transpose(const CsrView& v, int64_t n) {
-  Csc t{std::vector<int64_t>(n + 1, 0), std::vector<int32_t>(v.nnz), std::vector<float>(v.nnz)};
-  for (int64_t p = 0; p < v.nnz; ++p) t.ptr[v.col[p] + 1]++;
+  Csc t{std::vector<int64_t>(n + 1, 0), {}, {}, std::vector<int64_t>(v.nnz, -1)};
+  for (int64_t p = 0; p < v.nnz; ++p) t.ptr[v.col[p] + 1] += (v.val[p] != 0.0f);
   for (int64_t c = 0; c < n; ++c) t.ptr[c + 1] += t.ptr[c];
+  t.row.resize(t.ptr[n]);
+  t.val.resize(t.ptr[n]);
   std::vector<int64_t> fill(t.ptr.begin(), t.ptr.end() - 1);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) {
-      const int64_t q = fill[v.col[p]]++;
+      if (v.val[p] == 0.0f) continue;
+      const int64_t q = t.at[p] = fill[v.col[p]]++;
       t.row[q] = static_cast<int32_t>(i);
       t.val[q] = v.val[p];
     }
   return t;
 }
 
-// For every row i, calls emit(i, j, d) for each j >= i sharing a column with i (j = i included),
-// d the Jaccard distance. Only the upper triangle is computed: m_ij is symmetric.
+// For every row i, calls emit(i, pairs) with the (j, m_ij) of every j >= i sharing a column with i
+// (j = i included), m the min-sum, in no particular order. Only the upper triangle is computed:
+// m_ij is symmetric. Sums run into a dense accumulator; each visit appends j to `touched` without a
+// branch, advancing only on a first touch, and the emit walk clears what it read for the next row.
 template <class Emit>
 void jaccard_upper(const CsrView& v, int64_t n, const Emit& emit) {
   const Csc t = transpose(v, n);
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     std::vector<double> acc(n, 0.0);
-    std::vector<int64_t> stamp(n, -1);
-    std::vector<int32_t> touched;
+    std::vector<int32_t> touched(n + 1);  // distinct j of one row, plus the slot a non-touch writes
+    std::vector<std::pair<int32_t, double>> pairs;
+    const int32_t* rows = t.row.data();
     for (int64_t i = b; i < e; ++i) {
-      touched.clear();
+      int64_t count = 0;
       for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) {
-        const int64_t c = v.col[p];
+        if (t.at[p] < 0) continue;
         const double vi = v.val[p];
-        const int32_t* rows = t.row.data();
-        // rows of column c are ascending: start at the first row >= i
-        int64_t q = std::lower_bound(rows + t.ptr[c], rows + t.ptr[c + 1], static_cast<int32_t>(i)) - rows;
-        for (; q < t.ptr[c + 1]; ++q) {
+        for (int64_t q = t.at[p], end = t.ptr[v.col[p] + 1]; q < end; ++q) {
           const int32_t j = rows[q];
-          if (stamp[j] != i) {
-            stamp[j] = i;
-            acc[j] = 0.0;
-            touched.push_back(j);
-          }
-          acc[j] += std::min(vi, static_cast<double>(t.val[q]));
+          const double a = acc[j];
+          touched[count] = j;
+          count += (a == 0.0);  // first touch: every visit adds a positive amount
+          acc[j] = a + std::min(vi, static_cast<double>(t.val[q]));
         }
       }
-      std::sort(touched.begin(), touched.end());
-      emit(i, touched, acc);
+      pairs.clear();
+      for (int64_t s = 0; s < count; ++s) {
+        const int32_t j = touched[s];
+        pairs.emplace_back(j, acc[j]);
+        acc[j] = 0.0;
+      }
+      emit(i, pairs);
     }
   });
 }
@@ -326,15 +348,16 @@ Tensor jaccard_dense_cpu(Tensor crow, Tensor col, Tensor val) {
   const char* op = "jaccard_dense";
   const int64_t n = crow.numel() - 1;
   CsrView v = check_csr_cpu(op, crow, col, val);
+  check_probability_rows_cpu(op, v, n);
   Tensor out = empty_cpu({n, n}, ScalarType::Float);
   float* o = out.mutable_data_ptr<float>();
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) std::fill(o + i * n, o + (i + 1) * n, 1.0f);  // no shared column: d = 1
   });
   // Row i writes (i, j) and (j, i) for j >= i; distinct rows never write the same element.
-  jaccard_upper(v, n, [&](int64_t i, const std::vector<int32_t>& js, const std::vector<double>& acc) {
-    for (const int32_t j : js) {
-      const float d = static_cast<float>(jaccard_from_minsum(acc[j]));
+  jaccard_upper(v, n, [&](int64_t i, const std::vector<std::pair<int32_t, double>>& pairs) {
+    for (const auto& [j, m] : pairs) {
+      const float d = static_cast<float>(jaccard_from_minsum(m));
       o[i * n + j] = d;
       o[static_cast<int64_t>(j) * n + i] = d;
     }
@@ -346,29 +369,34 @@ std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cpu(Tensor crow, Tensor col, T
   const char* op = "jaccard_sparse";
   const int64_t n = crow.numel() - 1;
   CsrView v = check_csr_cpu(op, crow, col, val);
+  check_probability_rows_cpu(op, v, n);
   STD_TORCH_CHECK(!std::isnan(max_distance) && max_distance >= 0.0, op, ": max_distance must be >= 0, got ",
                   max_distance);
   // Upper triangle per row (j >= i, diagonal always kept), then mirrored into full CSR rows.
   std::vector<std::vector<int32_t>> up_col(n);
   std::vector<std::vector<float>> up_val(n);
-  jaccard_upper(v, n, [&](int64_t i, const std::vector<int32_t>& js, const std::vector<double>& acc) {
+  jaccard_upper(v, n, [&](int64_t i, std::vector<std::pair<int32_t, double>>& pairs) {
     // Pairs sharing no column have d = 1: all kept when max_distance >= 1; otherwise only the
-    // diagonal of an empty row, which shares nothing even with itself. The threshold applies to
-    // the float32 value that is stored, as a dense matrix would hold it.
-    auto keep = [&](int64_t j, float d) {
-      up_col[i].push_back(static_cast<int32_t>(j));
-      up_val[i].push_back(d);
-    };
-    if (max_distance >= 1.0) {
-      size_t t = 0;
-      for (int64_t j = i; j < n; ++j)
-        keep(j, t < js.size() && js[t] == j ? static_cast<float>(jaccard_from_minsum(acc[js[t++]])) : 1.0f);
-      return;
+    // diagonal of a row that shares nothing even with itself. The threshold applies to the float32
+    // value that is stored, as a dense matrix would hold it.
+    std::vector<std::pair<int32_t, float>> kept;
+    bool has_diagonal = false;
+    for (const auto& [j, m] : pairs) {
+      const float d = static_cast<float>(jaccard_from_minsum(m));
+      has_diagonal |= (j == i);
+      if (j == i || static_cast<double>(d) <= max_distance) kept.emplace_back(j, d);
     }
-    if (js.empty() || js[0] != i) keep(i, 1.0f);
-    for (const int32_t j : js) {
-      const float d = static_cast<float>(jaccard_from_minsum(acc[j]));
-      if (j == i || static_cast<double>(d) <= max_distance) keep(j, d);
+    if (!has_diagonal) kept.emplace_back(static_cast<int32_t>(i), 1.0f);
+    if (max_distance >= 1.0) {  // every other pair too, at d = 1
+      std::vector<char> shared(n - i, 0);
+      for (const auto& [j, d] : kept) shared[j - i] = 1;
+      for (int64_t j = i; j < n; ++j)
+        if (!shared[j - i]) kept.emplace_back(static_cast<int32_t>(j), 1.0f);
+    }
+    std::sort(kept.begin(), kept.end());
+    for (const auto& [j, d] : kept) {
+      up_col[i].push_back(j);
+      up_val[i].push_back(d);
     }
   });
   std::vector<int64_t> count(n, 0);

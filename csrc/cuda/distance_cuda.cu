@@ -7,6 +7,9 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
+#include <initializer_list>
+#include <optional>
+#include <utility>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -124,12 +127,31 @@ CsrView check_csr_cuda(const char* op, const Tensor& crow, const Tensor& col, co
   return {crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), val.const_data_ptr<float>(), nnz};
 }
 
+// Every tensor argument of a CUDA op must be on the same CUDA device as the first; checked before
+// anything touches device memory.
+void check_on_device(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> args) {
+  const auto& [first_name, first] = *args.begin();
+  STD_TORCH_CHECK(first->is_cuda(), op, ": expected ", first_name, " on a CUDA device (another argument is)");
+  for (const auto& [name, t] : args) check_same_device(op, name, *t, first_name, *first);
+}
+
+void check_probability_rows_cuda(const char* op, const Tensor& crow, const Tensor& val, cudaStream_t stream) {
+  const int64_t n = crow.numel() - 1;
+  if (n == 0) return;
+  Tensor val_holder, row_holder;
+  unsigned long long* first_val = new_sentinel(val, val.numel(), stream, val_holder);
+  unsigned long long* first_row = new_sentinel(val, n, stream, row_holder);
+  launch(probability_rows_kernel, warp_grid(n), kThreads, stream, crow.const_data_ptr<int64_t>(),
+         val.const_data_ptr<float>(), n, kRowSumTolerance, first_val, first_row);
+  const int64_t p = to_host<int64_t>(val_holder, 0, stream), i = to_host<int64_t>(row_holder, 0, stream);
+  STD_TORCH_CHECK(p == val.numel(), op, ": val[", p, "] = ", to_host<float>(val, p, stream),
+                  " is not a probability (expected rows of non-negative weights summing to 1)");
+  STD_TORCH_CHECK(i == n, op, ": row ", i, " sums to more than 1; expected rows of non-negative weights summing to 1");
+}
+
 // CSR from int32 row counts: crow = [0, cumsum(counts)].
 Tensor crow_from_counts(const Tensor& counts32, int64_t n, cudaStream_t stream) {
-  Tensor counts = new_tensor(counts32, {n}, ScalarType::Long);
-  launch(int_to_long_kernel, grid_for(n, kThreads), kThreads, stream, counts32.const_data_ptr<int32_t>(), n,
-         counts.mutable_data_ptr<int64_t>());
-  Tensor ends = aten::cumsum_long(counts);
+  Tensor ends = aten::cumsum_long(counts32);
   Tensor crow = new_tensor(counts32, {n + 1}, ScalarType::Long);
   launch(crow_from_ends_kernel, grid_for(n + 1, kThreads), kThreads, stream, ends.const_data_ptr<int64_t>(), n,
          crow.mutable_data_ptr<int64_t>());
@@ -158,11 +180,8 @@ std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
   Tensor xd = new_tensor(x, {n, dim}, ScalarType::Double);
   launch(to_double_kernel, grid_for(n * dim, kThreads), kThreads, stream, xp, xd.mutable_data_ptr<double>(), n * dim);
   Tensor sq = new_tensor(x, {n}, ScalarType::Double);
-  Tensor max_norm = new_zeros(x, {1}, ScalarType::Long);
-  launch(row_norms_kernel, warp_grid(n), kThreads, stream, xp, n, dim, sq.mutable_data_ptr<double>(),
-         reinterpret_cast<unsigned long long*>(max_norm.mutable_data_ptr<int64_t>()));
+  launch(row_norms_kernel, warp_grid(n), kThreads, stream, xp, n, dim, sq.mutable_data_ptr<double>());
   const double u = std::ldexp(1.0, -53);
-  const double gamma = dim * u / (1.0 - dim * u);
   const int64_t cand = std::min<int64_t>(n, k + std::max<int64_t>(16, k / 2));
   Tensor flags = new_zeros(x, {n}, ScalarType::Int);
   Tensor xdt = torch::stable::transpose(xd, 0, 1);
@@ -180,8 +199,7 @@ std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
            r0, rb, cand, exact.mutable_data_ptr<double>());
     launch(select_candidates_kernel, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
            cidx.mutable_data_ptr<int64_t>(), approx.const_data_ptr<double>(), r0, rb, cand, k, n,
-           sq.const_data_ptr<double>(), reinterpret_cast<const unsigned long long*>(max_norm.const_data_ptr<int64_t>()),
-           gamma, idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
+           sq.const_data_ptr<double>(), dim, u, idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
   }
   std::vector<int32_t> host_flags = to_host_all<int32_t>(flags, stream);
   std::vector<int64_t> redo;
@@ -207,8 +225,13 @@ std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
 
 // ------------------------------------------------------------------------------ k-reciprocal encoding
 
-std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor rank, int64_t k1) {
+std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor rank, std::optional<Tensor> rank_dist,
+                                                            int64_t k1) {
   const char* op = "k_reciprocal_encode";
+  if (rank_dist.has_value())
+    check_on_device(op, {{"features", &x}, {"rank", &rank}, {"rank_dist", &*rank_dist}});
+  else
+    check_on_device(op, {{"features", &x}, {"rank", &rank}});
   DeviceGuard guard(x.get_device_index());
   cudaStream_t stream = current_stream(x.get_device_index());
   x = torch::stable::contiguous(x);
@@ -220,6 +243,19 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor ran
   rank = torch::stable::contiguous(rank);
   check_rank_cuda(op, rank, x, n, k1, "k1", stream);
   const int64_t K = rank.size(1), mh = std::min(half_round_even(k1) + 1, k1);
+  const float* rdp = nullptr;
+  Tensor sq = new_tensor(x, {std::max<int64_t>(1, n)}, ScalarType::Double);
+  if (rank_dist.has_value()) {
+    Tensor rd = torch::stable::contiguous(*rank_dist);
+    check_dtype(op, "rank_dist", rd, ScalarType::Float);
+    STD_TORCH_CHECK(rd.dim() == 2 && rd.size(0) == n && rd.size(1) == K, op,
+                    ": expected rank_dist of the shape of rank [", n, ", ", K, "]");
+    rank_dist = rd;
+    rdp = rd.const_data_ptr<float>();
+    if (n > 0)
+      launch(row_norms_kernel, warp_grid(n), kThreads, stream, x.const_data_ptr<float>(), n, dim,
+             sq.mutable_data_ptr<double>());
+  }
   Tensor r1 = new_tensor(x, {n, k1}, ScalarType::Int), rh = new_tensor(x, {n, k1}, ScalarType::Int);
   Tensor n1 = new_tensor(x, {n}, ScalarType::Int), nh = new_tensor(x, {n}, ScalarType::Int);
   Tensor counts = new_tensor(x, {n}, ScalarType::Long);
@@ -252,8 +288,8 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor ran
   Tensor dscratch = new_tensor(x, {std::max<int64_t>(1, nnz)}, ScalarType::Double);
   if (n > 0)
     launch(encode_weights_kernel, warp_grid(n), kThreads, stream, x.const_data_ptr<float>(), dim, n,
-           crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), dscratch.mutable_data_ptr<double>(),
-           val.mutable_data_ptr<float>());
+           crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), rank.const_data_ptr<int64_t>(), rdp, K,
+           sq.const_data_ptr<double>(), dscratch.mutable_data_ptr<double>(), val.mutable_data_ptr<float>());
   return {crow, col, val};
 }
 
@@ -262,6 +298,8 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor ran
 std::tuple<Tensor, Tensor, Tensor> query_expansion_cuda(Tensor crow, Tensor col, Tensor val, Tensor rank, Tensor outer,
                                                         Tensor inner, int64_t pool, int64_t cap) {
   const char* op = "query_expansion";
+  check_on_device(op, {{"crow", &crow}, {"col", &col}, {"val", &val}, {"rank", &rank}, {"outer", &outer},
+                       {"inner", &inner}});
   DeviceGuard guard(crow.get_device_index());
   cudaStream_t stream = current_stream(crow.get_device_index());
   check_csr_cuda(op, crow, col, val, stream);
@@ -293,6 +331,9 @@ std::tuple<Tensor, Tensor, Tensor> query_expansion_cuda(Tensor crow, Tensor col,
          scratch.mutable_data_ptr<int64_t>(), sizes.mutable_data_ptr<int64_t>());
   Tensor ends = aten::cumsum_long(sizes);
   const int64_t total = to_host<int64_t>(ends, n - 1, stream);
+  if (total == 0)  // every member row is empty: so is every expanded row
+    return {new_zeros(crow, {n + 1}, ScalarType::Long), new_tensor(crow, {0}, ScalarType::Long),
+            new_tensor(crow, {0}, ScalarType::Float)};
   Tensor keys = new_tensor(crow, {total}, ScalarType::Long), vals = new_tensor(crow, {total}, ScalarType::Double);
   launch(expansion_gather_kernel, warp_grid(n), kThreads, stream, n, pool, members.const_data_ptr<int32_t>(),
          weights.const_data_ptr<double>(), nmembers.const_data_ptr<int32_t>(), crow.const_data_ptr<int64_t>(),
@@ -300,11 +341,11 @@ std::tuple<Tensor, Tensor, Tensor> query_expansion_cuda(Tensor crow, Tensor col,
          keys.mutable_data_ptr<int64_t>(), vals.mutable_data_ptr<double>());
   // Stable: equal keys keep member order, so every sum runs in the same order on every run.
   auto [sorted, order] = aten::sort_stable(keys);
-  Tensor heads = new_tensor(crow, {std::max<int64_t>(1, total)}, ScalarType::Long);
+  Tensor heads = new_tensor(crow, {total}, ScalarType::Long);
   launch(run_heads_kernel, grid_for(total, kThreads), kThreads, stream, sorted.const_data_ptr<int64_t>(), total,
          heads.mutable_data_ptr<int64_t>());
   Tensor run_ends = aten::cumsum_long(heads);
-  const int64_t nnz = total == 0 ? 0 : to_host<int64_t>(run_ends, total - 1, stream);
+  const int64_t nnz = to_host<int64_t>(run_ends, total - 1, stream);
   Tensor ocol = new_tensor(crow, {nnz}, ScalarType::Long), oval = new_tensor(crow, {nnz}, ScalarType::Float);
   Tensor row_counts = new_zeros(crow, {n}, ScalarType::Int);
   launch(reduce_runs_kernel, grid_for(total, kThreads), kThreads, stream, sorted.const_data_ptr<int64_t>(),
@@ -353,7 +394,7 @@ void jaccard_chunks(const Tensor& crow, const Tensor& col, const Tensor& val, in
     int64_t rows = 0, touched_total = 0;
     std::vector<int64_t> start;
     while (r0 + rows < n && rows < max_rows &&
-           (rows == 0 || (touched_total + cap[r0 + rows]) * 4 <= kScratchBytes)) {
+           (rows == 0 || (touched_total + std::min(cap[r0 + rows], n)) * 4 <= kScratchBytes)) {
       start.push_back(touched_total);
       touched_total += std::min(cap[r0 + rows], n);
       ++rows;
@@ -377,9 +418,11 @@ void jaccard_chunks(const Tensor& crow, const Tensor& col, const Tensor& val, in
 
 Tensor jaccard_dense_cuda(Tensor crow, Tensor col, Tensor val) {
   const char* op = "jaccard_dense";
+  check_on_device(op, {{"crow", &crow}, {"col", &col}, {"val", &val}});
   DeviceGuard guard(crow.get_device_index());
   cudaStream_t stream = current_stream(crow.get_device_index());
   check_csr_cuda(op, crow, col, val, stream);
+  check_probability_rows_cuda(op, crow, val, stream);
   const int64_t n = crow.numel() - 1;
   Tensor out = new_tensor(crow, {n, n}, ScalarType::Float);
   torch::stable::fill_(out, 1.0);  // pairs that share no column
@@ -397,9 +440,11 @@ Tensor jaccard_dense_cuda(Tensor crow, Tensor col, Tensor val) {
 
 std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cuda(Tensor crow, Tensor col, Tensor val, double max_distance) {
   const char* op = "jaccard_sparse";
+  check_on_device(op, {{"crow", &crow}, {"col", &col}, {"val", &val}});
   DeviceGuard guard(crow.get_device_index());
   cudaStream_t stream = current_stream(crow.get_device_index());
   check_csr_cuda(op, crow, col, val, stream);
+  check_probability_rows_cuda(op, crow, val, stream);
   STD_TORCH_CHECK(!std::isnan(max_distance) && max_distance >= 0.0, op, ": max_distance must be >= 0, got ",
                   max_distance);
   const int64_t n = crow.numel() - 1;
@@ -425,10 +470,7 @@ std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cuda(Tensor crow, Tensor col, 
                touched.const_data_ptr<int32_t>(), count.const_data_ptr<int32_t>(), static_cast<float*>(nullptr),
                max_distance, true, kept.mutable_data_ptr<int32_t>(), static_cast<const int64_t*>(nullptr),
                static_cast<int32_t*>(nullptr), static_cast<int64_t*>(nullptr), static_cast<float*>(nullptr));
-        Tensor kept_long = new_tensor(crow, {rows}, ScalarType::Long);
-        launch(int_to_long_kernel, grid_for(rows, kThreads), kThreads, stream, kept.const_data_ptr<int32_t>(), rows,
-               kept_long.mutable_data_ptr<int64_t>());
-        Tensor ends = aten::cumsum_long(kept_long);
+        Tensor ends = aten::cumsum_long(kept);
         const int64_t m = to_host<int64_t>(ends, rows - 1, stream);
         Tensor out_start = new_tensor(crow, {rows}, ScalarType::Long);
         launch(crow_from_ends_kernel, grid_for(rows, kThreads), kThreads, stream, ends.const_data_ptr<int64_t>(),

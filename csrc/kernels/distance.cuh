@@ -4,6 +4,7 @@
 // kernels (csrc/cuda/distance_cuda.cu), so both backends apply literally the same rules.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #ifdef __CUDACC__
@@ -171,6 +172,33 @@ UVIREID_HD double dot(const float* a, const float* b, int64_t D) {
   UVIREID_SIMD_SUM_S
   for (int64_t d = 0; d < D; ++d) s += static_cast<double>(a[d]) * static_cast<double>(b[d]);
   return s;
+}
+
+// <x_i, x_j> from the squared distance to j when j is among i's K ranked neighbours (rank_dist
+// given): (|x_i|^2 + |x_j|^2 - |x_i - x_j|^2) / 2, which saves reading both rows. The float32
+// distance carries an absolute error of about 6e-8 * distance into d = 2 - 2<x_i, x_j>, so it is
+// used only up to distance 4 (unit-norm range); returns false otherwise or when j is not ranked.
+UVIREID_HD bool ranked_dot(const int64_t* rank, const float* rank_dist, int64_t K, int64_t i, int64_t j,
+                           const double* sq, double* out) {
+  if (rank_dist == nullptr) return false;
+  for (int64_t t = 0; t < K; ++t)
+    if (rank[i * K + t] == j) {
+      if (!(rank_dist[i * K + t] <= 4.0f)) return false;
+      *out = 0.5 * (sq[i] + sq[j] - static_cast<double>(rank_dist[i * K + t]));
+      return true;
+    }
+  return false;
+}
+
+// kNN candidates come from a GEMM whose every rounding has unit roundoff at most u. A row j with true
+// squared distance <= tau from x_i has |x_j| <= |x_i| + sqrt(tau), so its approximate distance
+// |x_i|^2 + |x_j|^2 - 2<x_i,x_j> is within gamma_{D+4} (2|x_i| + sqrt(tau))^2 of the truth. When the
+// largest candidate approximation exceeds tau by more than that, no other row can be in the top k.
+UVIREID_HD bool candidates_proven(double last_approx, double tau, double sq_i, int64_t D, double u) {
+  const double g = (D + 4) * u / (1.0 - (D + 4) * u);
+  const double r = 2.0 * sqrt(sq_i) + sqrt(tau > 0.0 ? tau : 0.0);
+  const double err = g * r * r * (1.0 + 1e-6) + 1e-300;
+  return last_approx - err > tau * (1.0 + 1e-12);
 }
 
 // Ordering of kNN candidates: by distance, ties to the lower index.

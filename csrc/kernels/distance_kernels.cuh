@@ -72,20 +72,32 @@ __global__ void first_decreasing_kernel(const int64_t* crow, int64_t n, unsigned
     if (crow[i + 1] < crow[i]) atomicMin(first, static_cast<unsigned long long>(i));
 }
 
+// *first_val = the smallest position whose value is not in [0, 1]; *first_row = the smallest row
+// whose sum exceeds 1 + tolerance (both initialised past the end by the caller).
+__global__ void probability_rows_kernel(const int64_t* crow, const float* val, int64_t n, double tolerance,
+                                        unsigned long long* first_val, unsigned long long* first_row) {
+  for (int64_t i = warp_id(); i < n; i += warp_count()) {
+    double s = 0.0;
+    for (int64_t p = crow[i] + lane(); p < crow[i + 1]; p += kWarp) {
+      if (!(val[p] >= 0.0f && val[p] <= 1.0f)) atomicMin(first_val, static_cast<unsigned long long>(p));
+      s += val[p];
+    }
+    s = warp_sum(s);
+    if (lane() == 0 && !(s <= 1.0 + tolerance)) atomicMin(first_row, static_cast<unsigned long long>(i));
+  }
+}
+
 // ---------------------------------------------------------------------------------------- knn
 
 __global__ void to_double_kernel(const float* x, double* y, int64_t count) {
   for (int64_t p = thread_id(); p < count; p += thread_count()) y[p] = x[p];
 }
 
-// sq[i] = |x_i|^2 (double); *max_norm_bits = bits of max_i |x_i| (non-negative doubles order as uint64).
-__global__ void row_norms_kernel(const float* x, int64_t n, int64_t D, double* sq, unsigned long long* max_norm_bits) {
+// sq[i] = |x_i|^2 (double).
+__global__ void row_norms_kernel(const float* x, int64_t n, int64_t D, double* sq) {
   for (int64_t i = warp_id(); i < n; i += warp_count()) {
     const double s = warp_dot(x + i * D, x + i * D, D);
-    if (lane() == 0) {
-      sq[i] = s;
-      atomicMax(max_norm_bits, static_cast<unsigned long long>(__double_as_longlong(sqrt(s))));
-    }
+    if (lane() == 0) sq[i] = s;
   }
 }
 
@@ -107,8 +119,8 @@ __global__ void exact_candidates_kernel(const float* x, int64_t D, const int64_t
 // One thread per row: sort the candidates by (exact distance, index), write the top k, and flag the
 // row when the GEMM error bound cannot prove that no other row belongs in its top k.
 __global__ void select_candidates_kernel(double* exact, int64_t* cidx, const double* approx, int64_t r0, int64_t rb,
-                                         int64_t cand, int64_t k, int64_t n, const double* sq,
-                                         const unsigned long long* max_norm_bits, double gamma, int64_t* out_idx,
+                                         int64_t cand, int64_t k, int64_t n, const double* sq, int64_t D,
+                                         double u, int64_t* out_idx,
                                          float* out_dist, int32_t* flags) {
   for (int64_t r = thread_id(); r < rb; r += thread_count()) {
     double* e = exact + r * cand;
@@ -129,9 +141,7 @@ __global__ void select_candidates_kernel(double* exact, int64_t* cidx, const dou
     }
     const int64_t i = r0 + r;
     const double tau = e[k - 1];
-    const double err = 2.0 * gamma * sqrt(sq[i]) * __longlong_as_double(static_cast<long long>(*max_norm_bits)) *
-                           (1.0 + 1e-6) + 1e-300;
-    flags[i] = (cand < n && !(last_approx - err > tau * (1.0 + 1e-12))) ? 1 : 0;
+    flags[i] = (cand < n && !candidates_proven(last_approx, tau, sq[i], D, u)) ? 1 : 0;
     for (int64_t t = 0; t < k; ++t) {
       out_idx[i * k + t] = c[t];
       out_dist[i * k + t] = static_cast<float>(e[t]);
@@ -196,13 +206,17 @@ __global__ void expanded_sets_kernel(const int32_t* r1, const int32_t* n1, const
 }
 
 // val = softmax(-(2 - 2<x_i, x_j>)) over each row's entries; one warp per row, d kept in dscratch.
+// With rank_dist, ranked pairs take their dot product from it (ranked_dot), others read both rows.
 __global__ void encode_weights_kernel(const float* x, int64_t D, int64_t n, const int64_t* crow, const int64_t* col,
+                                      const int64_t* rank, const float* rank_dist, int64_t K, const double* sq,
                                       double* dscratch, float* val) {
   for (int64_t i = warp_id(); i < n; i += warp_count()) {
     const int64_t b = crow[i], e = crow[i + 1];
     double dmin = INFINITY;
     for (int64_t p = b; p < e; ++p) {
-      const double d = 2.0 - 2.0 * warp_dot(x + i * D, x + col[p] * D, D);
+      double ip;  // the same value in every lane: ranked_dot reads the same memory in each
+      if (!ranked_dot(rank, rank_dist, K, i, col[p], sq, &ip)) ip = warp_dot(x + i * D, x + col[p] * D, D);
+      const double d = 2.0 - 2.0 * ip;
       if (lane() == 0) dscratch[p] = d;
       dmin = fmin(dmin, d);
     }
@@ -277,10 +291,6 @@ __global__ void reduce_runs_kernel(const int64_t* keys, const int64_t* order, co
 // crow[0] = 0, crow[i + 1] = ends[i].
 __global__ void crow_from_ends_kernel(const int64_t* ends, int64_t n, int64_t* crow) {
   for (int64_t i = thread_id(); i <= n; i += thread_count()) crow[i] = i == 0 ? 0 : ends[i - 1];
-}
-
-__global__ void int_to_long_kernel(const int32_t* a, int64_t count, int64_t* b) {
-  for (int64_t p = thread_id(); p < count; p += thread_count()) b[p] = a[p];
 }
 
 // ----------------------------------------------------------------------------------- jaccard

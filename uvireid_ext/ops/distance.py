@@ -68,18 +68,20 @@ def knn(features: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return op("knn")(_features("knn", features), k)
 
 
-def k_reciprocal_encode(features: Tensor, rank: Tensor, k1: int) -> Tensor:
+def k_reciprocal_encode(features: Tensor, rank: Tensor, k1: int, rank_dist: Tensor | None = None) -> Tensor:
     """k-reciprocal encoding V: softmax(-(2 - 2<x_i, x_j>)) over the expanded k-reciprocal set E_i.
 
     Args:
         features: [N, D] floating point, used as given (not renormalised).
         rank: [N, K >= k1] int64 kNN indices (``knn(features, K)[0]``); the first k1 columns are used.
         k1: reciprocal-neighbour size (the classic 30).
+        rank_dist: [N, K] float32 squared distances of ``rank`` (``knn(features, K)[1]``), optional:
+            with them the dot products of ranked pairs need not be recomputed from the features.
 
     Returns:
         [N, N] float32 ``torch.sparse_csr`` tensor, each row summing to 1, columns sorted.
     """
-    return _as_csr(*op("k_reciprocal_encode")(_features("k_reciprocal_encode", features), rank, k1))
+    return _as_csr(*op("k_reciprocal_encode")(_features("k_reciprocal_encode", features), rank, rank_dist, k1))
 
 
 def query_expansion(
@@ -203,8 +205,8 @@ def jaccard_distance(
     if pool >= n:
         which = "k3" if expansion == "emcc" else "k2"
         raise ValueError(f"{fn}: {which} = {pool} must be smaller than the number of samples N = {n}")
-    rank, _ = op("knn")(x, max(k1, pool))
-    crow, col, val = op("k_reciprocal_encode")(x, rank, k1)
+    rank, rank_dist = op("knn")(x, max(k1, pool))
+    crow, col, val = op("k_reciprocal_encode")(x, rank, rank_dist, k1)
     crow, col, val = op("query_expansion")(crow, col, val, rank, outer, inner, pool, cap)
     if max_distance is None:
         return op("jaccard_dense")(crow, col, val)
@@ -231,7 +233,7 @@ def _knn_fake(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 @register_fake("k_reciprocal_encode")
-def _krecip_fake(x: Tensor, rank: Tensor, k1: int) -> tuple[Tensor, Tensor, Tensor]:
+def _krecip_fake(x: Tensor, rank: Tensor, rank_dist: Tensor | None, k1: int) -> tuple[Tensor, Tensor, Tensor]:
     return _nnz_fake(x.new_empty((x.shape[0] + 1,), dtype=torch.int64))
 
 

@@ -1,0 +1,140 @@
+"""Distance pipeline (kNN, k-reciprocal encoding, query expansion, Jaccard) against the classic
+NumPy port (bench/baselines/classic_jaccard.py), measured in the same run.
+
+    python bench/bench_distance.py                               # CPU: N = 2k, 5k, 10k, 20k, D = 2048
+    python bench/bench_distance.py --sizes 2000                  # the short run
+    python bench/bench_distance.py --device cuda --sizes 34000,100000,200000,1000000 --no-baseline
+
+Each (implementation, N) runs in its own process, so peak RSS (and on CUDA peak GPU memory) belongs
+to that run alone. Ours is the sparse path (max_distance = eps, what DBSCAN needs); the port builds
+the dense N×N matrices as users run it today. Writes bench/results/distance_<device>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def features(n: int, d: int, seed: int = 0):
+    """Clustered unit features: about 20 samples per identity around random centres."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(max(1, n // 20), d, generator=g)
+    x = centres[torch.randint(0, centres.shape[0], (n,), generator=g)] + 0.8 * torch.randn(n, d, generator=g)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out: mp.Queue) -> None:
+    import torch
+
+    from uvireid_ext.ops import op
+
+    x = features(n, d).to(device)
+    zeros = torch.zeros(n, dtype=torch.int64, device=device)
+
+    def sync() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    if device == "cuda":  # warm-up: CUDA context, cuBLAS handles, allocator
+        small = x[: min(n, 2048)]
+        r, _ = op("knn")(small, k1)
+        op("jaccard_sparse")(*op("query_expansion")(*op("k_reciprocal_encode")(small, r, k1), r, zeros[: len(small)],
+                                                     zeros[: len(small)], k2, k2), eps)
+        torch.cuda.reset_peak_memory_stats()
+    t0 = sync()
+    rank, _ = op("knn")(x, k1)
+    t1 = sync()
+    v = op("k_reciprocal_encode")(x, rank, k1)
+    t2 = sync()
+    q = op("query_expansion")(*v, rank, zeros, zeros, k2, k2)
+    t3 = sync()
+    s = op("jaccard_sparse")(*q, eps)
+    t4 = sync()
+    out.put(dict(
+        knn_s=t1 - t0, encode_s=t2 - t1, expand_s=t3 - t2, jaccard_s=t4 - t3,
+        nnz_v=int(v[1].numel()), nnz_qe=int(q[1].numel()), nnz_out=int(s[1].numel()),
+        peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        peak_gpu_gb=(torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else None,
+    ))
+
+
+def run_classic(n: int, d: int, k1: int, k2: int, out: mp.Queue) -> None:
+    from baselines.classic_jaccard import encode, expand, initial_rank, jaccard
+
+    x = features(n, d).numpy()
+    t0 = time.perf_counter()
+    rank = initial_rank(x, k1)
+    t1 = time.perf_counter()
+    v = encode(x, rank, k1)
+    t2 = time.perf_counter()
+    v = expand(v, rank, k2)
+    t3 = time.perf_counter()
+    jaccard(v)
+    t4 = time.perf_counter()
+    out.put(dict(knn_s=t1 - t0, encode_s=t2 - t1, expand_s=t3 - t2, jaccard_s=t4 - t3,
+                 peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
+
+
+def in_process(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--sizes", default="2000,5000,10000,20000")
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--k1", type=int, default=30)
+    p.add_argument("--k2", type=int, default=6)
+    p.add_argument("--eps", type=float, default=0.6)
+    p.add_argument("--no-baseline", action="store_true", help="skip the classic port (large N)")
+    args = p.parse_args(argv)
+
+    from _report import write
+
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        ours = in_process(run_ours, n, args.dim, args.k1, args.k2, args.eps, args.device)
+        after_knn = ours["encode_s"] + ours["expand_s"] + ours["jaccard_s"]
+        row = dict(N=n, D=args.dim, knn_s=round(ours["knn_s"], 3), encode_s=round(ours["encode_s"], 3),
+                   expand_s=round(ours["expand_s"], 3), jaccard_s=round(ours["jaccard_s"], 3),
+                   after_knn_s=round(after_knn, 3), total_s=round(after_knn + ours["knn_s"], 3),
+                   peak_rss_gb=round(ours["peak_rss_gb"], 2), nnz_per_row=round(ours["nnz_qe"] / n, 1),
+                   pairs_within_eps_per_row=round(ours["nnz_out"] / n, 1))
+        if ours["peak_gpu_gb"] is not None:
+            row["peak_gpu_gb"] = round(ours["peak_gpu_gb"], 2)
+        if not args.no_baseline:
+            c = in_process(run_classic, n, args.dim, args.k1, args.k2)
+            c_after = c["encode_s"] + c["expand_s"] + c["jaccard_s"]
+            row.update(classic_knn_s=round(c["knn_s"], 3), classic_after_knn_s=round(c_after, 3),
+                       classic_peak_rss_gb=round(c["peak_rss_gb"], 2),
+                       speedup_after_knn=round(c_after / after_knn, 1),
+                       speedup_total=round((c_after + c["knn_s"]) / (after_knn + ours["knn_s"]), 2),
+                       memory_ratio=round(c["peak_rss_gb"] / ours["peak_rss_gb"], 1))
+        rows.append(row)
+        print(row, flush=True)
+    columns = list(rows[0].keys())
+    print(write("distance", args.device, rows, columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
