@@ -49,14 +49,14 @@ def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out: mp.
 
     if device == "cuda":  # warm-up: CUDA context, cuBLAS handles, allocator
         small = x[: min(n, 2048)]
-        r, _ = op("knn")(small, k1)
-        op("jaccard_sparse")(*op("query_expansion")(*op("k_reciprocal_encode")(small, r, k1), r, zeros[: len(small)],
-                                                     zeros[: len(small)], k2, k2), eps)
+        r, rd = op("knn")(small, k1)
+        v = op("k_reciprocal_encode")(small, r, rd, k1)
+        op("jaccard_sparse")(*op("query_expansion")(*v, r, zeros[: len(small)], zeros[: len(small)], k2, k2), eps)
         torch.cuda.reset_peak_memory_stats()
     t0 = sync()
-    rank, _ = op("knn")(x, k1)
+    rank, rank_dist = op("knn")(x, k1)
     t1 = sync()
-    v = op("k_reciprocal_encode")(x, rank, k1)
+    v = op("k_reciprocal_encode")(x, rank, rank_dist, k1)
     t2 = sync()
     q = op("query_expansion")(*v, rank, zeros, zeros, k2, k2)
     t3 = sync()
