@@ -27,8 +27,10 @@ using torch::stable::Tensor;
 using namespace uvireid::distance;
 
 constexpr int kThreads = 256;
-// Bytes of scratch a row block may take (GEMM block, Jaccard accumulators).
+// Bytes of scratch a row block may take (GEMM block, touched lists), and for the Jaccard
+// accumulators, which want many rows per launch to fill the GPU (4 GiB: ~500 rows at N = 1M).
 constexpr int64_t kScratchBytes = int64_t{1} << 30;
+constexpr int64_t kAccumulatorBytes = int64_t{1} << 32;
 
 Tensor new_tensor(const Tensor& like, std::vector<int64_t> sizes, ScalarType dtype) {
   return torch::stable::new_empty(like, sizes, dtype);
@@ -387,7 +389,7 @@ void jaccard_chunks(const Tensor& crow, const Tensor& col, const Tensor& val, in
   launch(row_capacity_kernel, grid_for(n, kThreads), kThreads, stream, crow.const_data_ptr<int64_t>(),
          col.const_data_ptr<int64_t>(), t.colptr.const_data_ptr<int64_t>(), n, capacity.mutable_data_ptr<int64_t>());
   std::vector<int64_t> cap = to_host_all<int64_t>(capacity, stream);
-  const int64_t max_rows = std::max<int64_t>(1, std::min<int64_t>(n, kScratchBytes / 8 / n));
+  const int64_t max_rows = std::max<int64_t>(1, std::min<int64_t>(n, kAccumulatorBytes / 8 / n));
   Tensor acc = new_zeros(crow, {max_rows, n}, ScalarType::Long);  // zero between chunks: emit resets
   for (int64_t r0 = 0; r0 < n;) {
     // rows of this chunk: at most max_rows, touched lists within the scratch budget (one row at least)
