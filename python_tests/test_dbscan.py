@@ -200,3 +200,15 @@ def test_jaccard_graph_matches_sklearn() -> None:
         labels = dbscan(sparse, eps, 4)
         check_against_sklearn(d, labels, eps, 4)
         assert int(labels.max()) >= 5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_long_density_chain_is_one_cluster(device):
+    # points 0..n-1 on a line, each within eps of its neighbours: the union-find tree is a long path
+    # (the worst case for the final compression pass); all points form one cluster
+    n = 2000
+    x = torch.arange(n, dtype=torch.float64)[:, None]
+    d = (x - x.T).abs()
+    d = torch.where(d <= 1.0, d, torch.zeros_like(d)).to_sparse_csr()
+    labels = dbscan(d.to(device), eps=1.0, min_samples=3)
+    assert labels.cpu().tolist() == [0] * n

@@ -37,6 +37,24 @@ void check_dbscan_args(const Tensor& crow, const Tensor& col, const Tensor& val,
   STD_TORCH_CHECK(min_samples >= 1, op, ": expected min_samples >= 1, got ", min_samples);
 }
 
+// The structure of CSR distances on the host (the CUDA layer copies crow and col over): offsets from
+// 0 to nnz, never decreasing; columns in [0, N), none twice in a row (it would count j twice).
+void check_dbscan_structure(const int64_t* crow, const int64_t* col, int64_t n, int64_t nnz) {
+  STD_TORCH_CHECK(crow[0] == 0, "dbscan: expected crow[0] == 0, got ", crow[0]);
+  for (int64_t i = 0; i < n; ++i)
+    STD_TORCH_CHECK(crow[i + 1] >= crow[i], "dbscan: crow must be non-decreasing, got crow[", i + 1,
+                    "] = ", crow[i + 1], " < crow[", i, "] = ", crow[i]);
+  STD_TORCH_CHECK(crow[n] == nnz, "dbscan: expected crow[N] == nnz = ", nnz, ", got ", crow[n]);
+  std::vector<int64_t> stamp(n, -1);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+      const int64_t j = col[k];
+      STD_TORCH_CHECK(j >= 0 && j < n, "dbscan: col holds a column index outside [0, N)");
+      STD_TORCH_CHECK(stamp[j] != i, "dbscan: row ", i, " holds column ", j, " more than once");
+      stamp[j] = i;
+    }
+}
+
 void check_dbscan_flags(int flags) {
   STD_TORCH_CHECK(!(flags & 1), "dbscan: col holds a column index outside [0, N)");
   STD_TORCH_CHECK(!(flags & 2), "dbscan: val holds NaN distances");
@@ -85,11 +103,6 @@ template <typename T>
 void dbscan_impl(const int64_t* crow, const int64_t* col, const T* val, int64_t n, T eps, int64_t min_samples,
                  int64_t* labels) {
   // Malformed CSR and bad values are errors, as for scikit-learn's precomputed metric.
-  STD_TORCH_CHECK(crow[0] == 0, "dbscan: expected crow[0] == 0, got ", crow[0]);
-  for (int64_t i = 0; i < n; ++i)
-    STD_TORCH_CHECK(crow[i + 1] >= crow[i], "dbscan: crow must be non-decreasing, got crow[", i + 1,
-                    "] = ", crow[i + 1], " < crow[", i, "] = ", crow[i]);
-  std::vector<int64_t> stamp(n, -1);  // a repeated (i, j) entry would count j twice
   int flags = 0;
   std::vector<uint8_t> core(n);
   for (int64_t i = 0; i < n; ++i) {
@@ -101,8 +114,6 @@ void dbscan_impl(const int64_t* crow, const int64_t* col, const T* val, int64_t 
         flags |= 1;
         continue;
       }
-      STD_TORCH_CHECK(stamp[j] != i, "dbscan: row ", i, " holds column ", j, " more than once");
-      stamp[j] = i;
       if (std::isnan(d)) flags |= 2;
       if (d < T(0)) flags |= 4;
       if (j != i && d <= eps) ++count;
@@ -156,8 +167,7 @@ Tensor dbscan_cpu(const Tensor& crow, const Tensor& col, const Tensor& val, doub
   check_dbscan_args(crow, col, val, eps, min_samples);
   const int64_t n = crow.numel() - 1;
   Tensor labels = torch::stable::new_empty(crow, {n}, ScalarType::Long);
-  STD_TORCH_CHECK(crow.const_data_ptr<int64_t>()[n] == col.numel(), "dbscan: expected crow[N] == nnz = ",
-                  col.numel(), ", got ", crow.const_data_ptr<int64_t>()[n]);
+  check_dbscan_structure(crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), n, col.numel());
   if (val.scalar_type() == ScalarType::Float) {
     dbscan_impl<float>(crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), val.const_data_ptr<float>(), n,
                        static_cast<float>(eps), min_samples, labels.mutable_data_ptr<int64_t>());

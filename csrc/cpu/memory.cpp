@@ -25,22 +25,23 @@ inline double fold(const double* lanes) {
   return s;
 }
 
-// c = m*c + (1-m)*x in T (as torch's per-sample loop does), then c *= T(1/max(|c|, eps)).
+// c = m*c + (1-m)*x in T (as torch's per-sample loop does), then c *= T(1/max(|c|, eps)) with the
+// squared norm summed in double (as the CUDA kernel), in independent lanes to keep the loop fast.
 template <typename T>
 void momentum_step(T* c, const T* x, int64_t D, double m) {
   const T mt = static_cast<T>(m), mx = static_cast<T>(1.0 - m);
-  T lanes[kLanes] = {};
+  double lanes[kLanes] = {};
   int64_t d = 0;
   for (; d + kLanes <= D; d += kLanes)
     for (int64_t l = 0; l < kLanes; ++l) {
       T v = mt * c[d + l] + mx * x[d + l];
       c[d + l] = v;
-      lanes[l] += v * v;
+      lanes[l] += static_cast<double>(v) * static_cast<double>(v);
     }
   for (; d < D; ++d) {
     T v = mt * c[d] + mx * x[d];
     c[d] = v;
-    lanes[0] += v * v;
+    lanes[0] += static_cast<double>(v) * static_cast<double>(v);
   }
   double sq = 0.0;
   for (int64_t l = 0; l < kLanes; ++l) sq += lanes[l];

@@ -18,6 +18,7 @@ namespace uvireid {
 // Shared with the CPU layer (csrc/cpu/cluster.cpp).
 void check_dbscan_args(const Tensor& crow, const Tensor& col, const Tensor& val, double eps, int64_t min_samples);
 void check_dbscan_flags(int flags);
+void check_dbscan_structure(const int64_t* crow, const int64_t* col, int64_t n, int64_t nnz);
 void check_kmeans_args(const Tensor& x, const Tensor& labels, int64_t num_clusters, int64_t n, int64_t max_iter,
                        double tol);
 void check_kmeans_flags(int flags, int64_t num_clusters);
@@ -89,6 +90,11 @@ Tensor dbscan_cuda(const Tensor& crow, const Tensor& col, const Tensor& val, dou
   DeviceGuard guard(crow.get_device_index());
   cudaStream_t stream = current_stream(crow.get_device_index());
   const int64_t n = crow.numel() - 1;
+  {  // validate the structure on the host before any kernel indexes col or val with crow
+    const torch::stable::Device cpu(torch::stable::DeviceType::CPU);
+    Tensor crow_h = torch::stable::to(crow, cpu), col_h = torch::stable::to(col, cpu);
+    check_dbscan_structure(crow_h.const_data_ptr<int64_t>(), col_h.const_data_ptr<int64_t>(), n, col.numel());
+  }
   Tensor labels = torch::stable::new_empty(crow, {n}, ScalarType::Long);
   if (n == 0) return labels;
   if (val.scalar_type() == ScalarType::Float) {
@@ -148,11 +154,13 @@ std::tuple<Tensor, Tensor> segmented_kmeans_cuda(const Tensor& x, const Tensor& 
                                                    counts.const_data_ptr<int64_t>(),
                                                    offsets.mutable_data_ptr<int64_t>(), num_clusters + 1, stream));
 
-  Tensor sums = torch::stable::new_empty(x, {num_clusters, n, dim});
-  Tensor cnt = torch::stable::new_empty(labels, {num_clusters, n});
+  if (num_clusters == 0) return {centers, assign};  // every label is -1: nothing to fit
+  // A block fits its clusters one after another, so it needs one [n, dim] scratch slice, not one per cluster.
+  const unsigned int blocks = static_cast<unsigned int>(std::min<int64_t>(num_clusters, 1 << 16));
+  Tensor sums = torch::stable::new_empty(x, {static_cast<int64_t>(blocks), n, dim});
+  Tensor cnt = torch::stable::new_empty(labels, {static_cast<int64_t>(blocks), n});
   Tensor d2 = torch::stable::new_empty(x, {N});
   Tensor part = torch::stable::new_empty(labels, {N});
-  const unsigned int blocks = static_cast<unsigned int>(std::min<int64_t>(num_clusters, 1 << 16));
   cluster::segmented_kmeans_kernel<<<blocks, kThreads, 0, stream>>>(
       x.const_data_ptr<float>(), dim, members.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(),
       num_clusters, n, max_iter, static_cast<float>(tol), static_cast<uint64_t>(seed), centers.mutable_data_ptr<float>(),

@@ -150,10 +150,17 @@ __global__ void dbscan_union_kernel(const int64_t* crow, const int64_t* col, con
   }
 }
 
+// Final pass: every entry to its root. Each thread walks without writing and then writes only its
+// own entry (roots never change here): uf_find's path shortening writes other nodes' entries, and
+// a stale one written after their owner finished would leave them pointing below the root.
 __global__ void dbscan_compress_kernel(int64_t* parent, int64_t n) {
+  volatile long long* p = reinterpret_cast<volatile long long*>(parent);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    parent[i] = uf_find(parent, i);
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t r = p[i];
+    for (int64_t q = p[r]; q != r; q = p[r]) r = q;
+    p[i] = r;
+  }
 }
 
 // labels[i] = component root (core), root of the nearest core neighbour (border) or -1 (noise);
@@ -232,7 +239,8 @@ __device__ __forceinline__ float warp_sqdist(const float* a, const float* b, int
 
 // One block per cluster. members: point indices sorted by cluster (index order inside a cluster);
 // offsets [C+1]. Scratch: d2 [N] (by sorted position), part [N] (assignment by sorted position),
-// sums [C, n, dim], cnt [C, n]. Outputs: centers [C, n, dim], assign [N] (points of cluster c only).
+// sums [gridDim.x, n, dim], cnt [gridDim.x, n]: one scratch slice per block.
+// Outputs: centers [C, n, dim], assign [N] (points of cluster c only).
 __global__ void segmented_kmeans_kernel(const float* x, int64_t dim, const int64_t* members, const int64_t* offsets,
                                         int64_t num_clusters, int64_t n, int64_t max_iter, float tol, uint64_t seed,
                                         float* centers, float* sums, int64_t* cnt, float* d2, int64_t* part,
@@ -249,8 +257,8 @@ __global__ void segmented_kmeans_kernel(const float* x, int64_t dim, const int64
     const int64_t m = offsets[c + 1] - base;
     const int64_t* mem = members + base;
     float* cen = centers + c * n * dim;
-    float* sum = sums + c * n * dim;
-    int64_t* cc = cnt + c * n;
+    float* sum = sums + static_cast<int64_t>(blockIdx.x) * n * dim;
+    int64_t* cc = cnt + static_cast<int64_t>(blockIdx.x) * n;
     float* dd = d2 + base;
     int64_t* pp = part + base;
     if (m < n) {  // too few members (or none): every sub-centre is the mean (zeros when empty)

@@ -40,9 +40,10 @@ __global__ void memory_update_kernel(T* memory, const T* x, int64_t D, const int
       for (int64_t j = lo; j < hi; ++j) momentum_step_block(c, x + members[j] * D, D, m, scratch);
       continue;
     }
-    // Lowest cosine to the current row; strict < keeps the earliest sample on ties.
+    // Lowest cosine to the current row; strict < keeps the earliest sample on ties and skips NaN
+    // (as the CPU kernel).
     int64_t best = members[lo];
-    double best_cos = 0.0;
+    double best_cos = INFINITY;
     for (int64_t j = lo; j < hi; ++j) {
       const T* xb = x + members[j] * D;
       double dot = 0.0, sq = 0.0;
@@ -53,7 +54,7 @@ __global__ void memory_update_kernel(T* memory, const T* x, int64_t D, const int
       dot = block_sum(dot, scratch);
       sq = block_sum(sq, scratch);
       const double cosv = dot / fmax(sqrt(sq), kMemNormEps);
-      if (j == lo || cosv < best_cos) {
+      if (cosv < best_cos) {
         best_cos = cosv;
         best = members[j];
       }
