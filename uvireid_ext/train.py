@@ -48,7 +48,16 @@ from .metrics import ari
 from .model import TwoStreamNet, build_model
 from .ops.memory import segment_reduce
 
-__all__ = ["EvalSet", "TrainSet", "Trainer", "load_eval_set", "load_train_set", "train"]
+__all__ = [
+    "EvalSet",
+    "TrainSet",
+    "Trainer",
+    "evaluate_on",
+    "extract_features",
+    "load_eval_set",
+    "load_train_set",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 VIS, IR = 0, 1  # modality ids of the clustering code; the model's flags are VIS + 1, IR + 1
@@ -221,6 +230,67 @@ def _resolve_device(name: str) -> torch.device:
     return dev
 
 
+@torch.no_grad()
+def extract_features(model: TwoStreamNet, images: Tensor, is_ir: Tensor, *, device: torch.device,
+                     batch: int = 256, flip: bool = True, renorm: bool = False, amp: bool = True,
+                     channels_last: bool = True) -> Tensor:
+    """BN features of uint8 ``images`` [N, H, W, 3] (``is_ir`` [N] bool picks each image's stem), in eval
+    mode, L2-normalised and averaged with the flipped image's when ``flip`` (not re-normalised, as the
+    clustering code does; ``renorm`` re-normalises, as the test code does). Under DDP each rank extracts
+    every world-th image; the result is all-gathered back to dataset order. bf16 autocast and
+    channels_last on CUDA."""
+    rank, world = _dist()
+    cuda = device.type == "cuda"
+    n = images.shape[0]
+    idx = torch.arange(rank, n, world)
+    was = model.training
+    model.eval()
+    feats = []
+    try:
+        for s in range(0, idx.numel(), batch):
+            sel = idx[s : s + batch]
+            x = normalize(to_float(images[sel.to(images.device)].to(device, non_blocking=True)))
+            if cuda and channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            m = is_ir[sel.to(is_ir.device)].to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
+                f = F.normalize(model.forward_mixed(x, m)[1].float(), dim=1)
+                if flip:
+                    f2 = model.forward_mixed(torch.flip(x, dims=[3]), m)[1].float()
+                    f = (f + F.normalize(f2, dim=1)) / 2
+            feats.append(f)
+    finally:
+        model.train(was)
+    local = torch.cat(feats) if feats else torch.zeros(0, model.feat_dim, device=device)
+    out = _all_gather_rows(local)
+    if world > 1:  # rank-strided shares back to dataset order
+        order = torch.cat([torch.arange(r, n, world) for r in range(world)])
+        ordered = torch.empty_like(out)
+        ordered[order.to(out.device)] = out
+        out = ordered
+    return F.normalize(out, dim=1) if renorm else out
+
+
+def evaluate_on(es: EvalSet, extract: Callable[[Tensor, Tensor], Tensor]) -> dict:
+    """SYSU / RegDB metrics over the eval set's trials; ``extract(images, is_ir)`` gives test features
+    (no flip, L2-normalised: the MMM test convention). Returns R1/R5/R10/mAP/mINP and the mean CMC."""
+    def feats(images: Tensor, ir: bool) -> Tensor:
+        return F.normalize(extract(images, torch.full((len(images),), ir)), dim=1)
+
+    qf = feats(es.query, es.q_modality == 2)
+    results: list[EvalResult] = []
+    for g_img, g_pid, g_cam in es.galleries:
+        dm = pairwise_distance(qf, feats(g_img, es.q_modality != 2)).cpu()
+        if es.dataset == "sysu":
+            results.append(eval_sysu(dm, es.q_pid, g_pid, es.q_cam, g_cam))
+        else:
+            results.append(eval_regdb(dm, es.q_pid, g_pid))
+    mean = average_trials(results)
+    cmc = mean.cmc.tolist()
+    return {"R1": cmc[0], "R5": cmc[min(4, len(cmc) - 1)], "R10": cmc[min(9, len(cmc) - 1)],
+            "mAP": mean.mAP, "mINP": mean.mINP, "cmc": cmc}
+
+
 @dataclass
 class Labels:
     """One epoch's pseudo-labels, all [N] over the training set (−1 = outlier / unused)."""
@@ -302,43 +372,11 @@ class Trainer:
     def _autocast(self):  # noqa: ANN202
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.run.amp)
 
-    def _prep(self, images: Tensor) -> Tensor:
-        x = normalize(to_float(images.to(self.device, non_blocking=True)))
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda and self.cfg.run.channels_last else x
-
-    @torch.no_grad()
     def extract(self, images: Tensor, is_ir: Tensor, flip: bool = True, renorm: bool = False) -> Tensor:
-        """BN features of ``images`` (this rank's share, then all-gathered in dataset order): L2-normalised,
-        averaged with the flipped image's when ``flip`` (not re-normalised, as the clustering code does;
-        ``renorm`` re-normalises, as the test code does)."""
-        n = images.shape[0]
-        idx = torch.arange(self.rank, n, self.world)
-        was = self.model.training
-        self.model.eval()
-        feats = []
-        bs = self.cfg.optim.extract_batch
-        try:
-            for s in range(0, idx.numel(), bs):
-                sel = idx[s : s + bs]
-                x = self._prep(images[sel.to(images.device)])
-                m = is_ir[sel.to(is_ir.device)].to(self.device)
-                with self._autocast():
-                    f = F.normalize(self.model.forward_mixed(x, m)[1].float(), dim=1)
-                    if flip:
-                        f2 = self.model.forward_mixed(torch.flip(x, dims=[3]), m)[1].float()
-                        f = (f + F.normalize(f2, dim=1)) / 2
-                feats.append(f)
-        finally:
-            self.model.train(was)
-        dim = self.model.feat_dim
-        local = torch.cat(feats) if feats else torch.zeros(0, dim, device=self.device)
-        gathered = _all_gather_rows(local)
-        if self.world > 1:  # rank-strided shares back to dataset order
-            order = torch.cat([torch.arange(r, n, self.world) for r in range(self.world)])
-            out = torch.empty_like(gathered)
-            out[order.to(out.device)] = gathered
-            gathered = out
-        return F.normalize(gathered, dim=1) if renorm else gathered
+        """:func:`extract_features` with this run's device, batch, bf16 and DDP share."""
+        return extract_features(self.model, images, is_ir, device=self.device, batch=self.cfg.optim.extract_batch,
+                                flip=flip, renorm=renorm, amp=self.cfg.run.amp,
+                                channels_last=self.cfg.run.channels_last)
 
     def _joint_active(self, epoch: int) -> bool:
         s = self.cfg.recipe.joint_start
@@ -580,26 +618,25 @@ class Trainer:
                 if "joint_instance" in mems:
                     mems["joint_instance"].update(f[ok], gidx[ok], 0.0)
 
-    @torch.no_grad()
     def evaluate(self) -> dict | None:
-        """The test protocol on the held eval set (rank 0 computes the metrics; all ranks extract)."""
-        es = self.eval_set
-        if es is None:
-            return None
-        qf = self.extract(es.query, torch.full((len(es.query),), es.q_modality == 2), flip=False, renorm=True)
-        results: list[EvalResult] = []
-        for g_img, g_pid, g_cam in es.galleries:
-            gflag = torch.full((len(g_img),), es.q_modality != 2)
-            gf = self.extract(g_img, gflag, flip=False, renorm=True)
-            dm = pairwise_distance(qf, gf).cpu()
-            if es.dataset == "sysu":
-                results.append(eval_sysu(dm, es.q_pid, g_pid, es.q_cam, g_cam))
-            else:
-                results.append(eval_regdb(dm, es.q_pid, g_pid))
-        mean = average_trials(results)
-        cmc = mean.cmc.tolist()
-        return {"R1": cmc[0], "R5": cmc[min(4, len(cmc) - 1)], "R10": cmc[min(9, len(cmc) - 1)],
-                "mAP": mean.mAP, "mINP": mean.mINP, "cmc": cmc}
+        """The test protocol on the held eval set (every rank extracts its share)."""
+        return None if self.eval_set is None else evaluate_on(self.eval_set, self.extract)
+
+    def probe(self, evaluate: bool = True) -> dict:
+        """The current network as it stands: the ARI of the pseudo-labels its features give (the recipe's
+        clustering at the current epoch) and, when ``evaluate``, the test protocol. Changes nothing."""
+        t = time.perf_counter()
+        feats = self.extract(self.images, self.train_set.modality == IR)
+        fixed, self.fixed_labels = self.fixed_labels, None
+        _, info = self.cluster(feats, self.epoch)
+        self.fixed_labels = fixed
+        out = {"ari": info.get("ari", {}), "clusters": {k: v for k, v in info.items() if k.startswith("clusters")},
+               "time": {"extract+cluster": time.perf_counter() - t}}
+        if evaluate:
+            t = time.perf_counter()
+            out["eval"] = self.evaluate()
+            out["time"]["eval"] = time.perf_counter() - t
+        return out
 
     # -- the loop ----------------------------------------------------------------------------------
 
