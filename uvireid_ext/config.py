@@ -82,6 +82,7 @@ class RecipeConfig:
     clustering: str = "ecul"  # the uvireid_ext.cluster configuration: baseline (plain/modality) | ecul (EMCC)
     temp: float = 0.05
     eps: float | None = None  # overrides the clustering configuration's DBSCAN eps
+    min_samples: int | None = None  # overrides its DBSCAN min_samples
     memory_momentum: float = 0.1
     tsmem_switch: int | None = None  # epoch of TSMem's switch from replacement to momentum; None: off
     instance_memory: bool = False

@@ -22,6 +22,7 @@ skips its iterations, and the run goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -395,9 +396,9 @@ class Trainer:
 
                 cc: ClusterConfig = CONFIGS[(r.clustering, self.cfg.data.dataset)]
                 if r.eps is not None:
-                    import dataclasses
-
                     cc = dataclasses.replace(cc, eps=r.eps)
+                if r.min_samples is not None:
+                    cc = dataclasses.replace(cc, min_samples=r.min_samples)
                 mod, cam = ts.modality.to(self.device), ts.camera.to(self.device)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -666,11 +667,16 @@ class Trainer:
             rec["time"]["memories"] = time.perf_counter() - t
             t = time.perf_counter()
             rec.update(self.train_epoch(labels, epoch))
+            if self.world > 1:  # BN running statistics: rank 0's everywhere, so every rank extracts alike
+                for b in self.model.buffers():
+                    dist.broadcast(b, 0)
             if self.cuda:
                 torch.cuda.synchronize()
             rec["time"]["train"] = time.perf_counter() - t
             rec["train_img_per_s"] = rec["images"] / max(rec["time"]["train"], 1e-9)
-        self.scheduler.step()
+        with warnings.catch_warnings():  # an epoch without iterations still advances the schedule
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.scheduler.step()
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
         last = epoch == cfg.optim.epochs - 1
         every = cfg.data.eval_every
