@@ -95,6 +95,7 @@ class RecipeConfig:
     mmlm_method: str = "greedy"  # greedy (code) | hungarian (paper)
     recluster: bool = True
     sca: bool = False
+    oracle_labels: bool = False  # diagnostic upper bound: ground-truth identities instead of clustering
     sca_distance: str = "l1"  # l1 (code) | l2sq (paper)
     sca_intra_weight: float = 0.5
     sca_inter_weight: float = 0.05

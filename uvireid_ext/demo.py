@@ -102,6 +102,7 @@ def _row(name: str, ev: dict, ari: dict, times: dict, total: float) -> dict:
         "variant": name,
         "R1": ev["R1"], "R5": ev["R5"], "mAP": ev["mAP"], "mINP": ev["mINP"],
         "ARI_visible": ari.get("visible", {}).get(ARI_KEY, float("nan")),
+        "ARI_cross_modality": ari.get("cross_modality", {}).get(ARI_KEY),
         "ARI_infrared": ari.get("infrared", {}).get(ARI_KEY, float("nan")),
         "time_per_epoch": times, "total_s": total,
     }
@@ -179,7 +180,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     table = format_table(rows)
     print(table)
     plot_cmc(curves, os.path.join(args.out, "cmc.png"))
-    out = {"rows": rows, "cmc": curves, "args": vars(args), "wall_s": time.perf_counter() - t_all,
+    settings = {k: v for k, v in vars(args).items() if not callable(v)}
+    out = {"rows": rows, "cmc": curves, "args": settings, "wall_s": time.perf_counter() - t_all,
            "train_images": len(train_set), "queries": len(eval_set.query)}
     with open(os.path.join(args.out, "demo.json"), "w") as f:
         json.dump(out, f, indent=2)

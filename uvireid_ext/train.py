@@ -391,7 +391,14 @@ class Trainer:
         joint = self._joint_active(epoch)
         packed = torch.full((2 * n + 1,), -1, dtype=torch.int64, device=self.device)
         if self.rank == 0:
-            if r.recluster or self.fixed_labels is None:
+            if r.oracle_labels:
+                if not bool((ts.pid >= 0).all()):
+                    raise ValueError("train: oracle_labels needs ground-truth identities for every image")
+                gt = torch.unique(ts.pid, return_inverse=True)[1].to(self.device)
+                packed[:n] = gt
+                packed[n : 2 * n] = gt
+                packed[2 * n] = 1
+            elif r.recluster or self.fixed_labels is None:
                 from .cluster import ClusterConfig
 
                 cc: ClusterConfig = CONFIGS[(r.clustering, self.cfg.data.dataset)]
@@ -413,6 +420,8 @@ class Trainer:
                     res = mmlm(feats[pl.visible_index], lv, feats[pl.infrared_index], lr, method=r.mmlm_method,
                                seed=self.cfg.run.seed)
                     lv, shared = res.vis_labels, True
+                if shared and bool((ts.pid >= 0).all()):  # the clustering's own quality, before the transfer
+                    info["ari_visible_clustering"] = ari(pl.visible, ts.pid[pl.visible_index.cpu()])
                 intra[pl.visible_index], intra[pl.infrared_index] = lv, lr
                 packed[:n] = intra
                 if pl.joint is not None:
@@ -442,6 +451,9 @@ class Trainer:
             scores = {}
             for name, m in sets.items():
                 scores[name] = ari(intra[m], gt[m])
+            if "ari_visible_clustering" in info:  # MMLM: "visible" is the clustering's, before the transfer
+                scores["visible_after_mmlm"] = scores["visible"]
+                scores["visible"] = info.pop("ari_visible_clustering")
             if shared:
                 scores["cross_modality"] = ari(intra, gt)
             if labels.joint is not None:
