@@ -549,7 +549,7 @@ class Trainer:
         sums: dict[str, float] = {}
         images = 0
         self.net.train()
-        for _ in range(cfg.optim.iters):
+        for _ in _progress(range(cfg.optim.iters), f"epoch {epoch}", cfg.run.progress and self.rank == 0):
             if labels.shared:
                 bv, br = paired_batch(sv, sr, p, k, rng)
             else:
@@ -782,6 +782,18 @@ class Trainer:
         if self.cuda and rng["cuda"] is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
         logger.info("train: resumed from %s at epoch %d", path, self.epoch)
+
+
+def _progress(it: range, desc: str, enabled: bool) -> range:
+    """A tqdm bar over the iterations when enabled and tqdm is importable."""
+    if enabled:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(it, desc=desc, leave=False)
+        except ImportError:
+            pass
+    return it
 
 
 def _summary(rec: dict) -> str:
