@@ -218,3 +218,17 @@ def test_cli_train_then_eval(root, tmp_path, capsys) -> None:
     assert "R1" in capsys.readouterr().out
     assert json.load(open(tmp_path / "m.json"))["mAP"] > 0
     assert sys.modules.get("uvireid_ext.train") is not None
+
+
+def test_regdb_one_epoch(tmp_path) -> None:
+    from uvireid_ext.data.synthetic import make_regdb
+
+    root = str(tmp_path / "regdb")
+    make_regdb(root, ids=12, size=(W, H))
+    cfg = small_config("ecul", str(tmp_path / "run"), root)
+    cfg.data.dataset = "regdb"
+    d = cfg.data
+    trainer = Trainer(cfg, None, load_eval_set("regdb", root, H, W, trial=d.trial))
+    assert len(trainer.train_set) == 2 * 6 * 10 and bool((trainer.train_set.camera == 0).all())
+    (rec,) = trainer.fit()
+    assert rec["eval"]["R1"] >= 0 and "infrared" in rec["ari"]

@@ -687,7 +687,7 @@ class Trainer:
             rec["time"]["train"] = time.perf_counter() - t
             rec["train_img_per_s"] = rec["images"] / max(rec["time"]["train"], 1e-9)
         with warnings.catch_warnings():  # an epoch without iterations still advances the schedule
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message="Detected call of")
             self.scheduler.step()
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
         last = epoch == cfg.optim.epochs - 1
