@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import torch
@@ -88,7 +89,7 @@ def main() -> None:
         "model": {"arch": arch},
         "optim": {"iters": 3, "ids_per_batch": args.ids_per_batch, "instances": args.instances,
                   "extract_batch": args.extract_batch},
-        "run": {"output": os.path.join("bench", "results", "_train_run"), "device": str(device),
+        "run": {"output": tempfile.mkdtemp(prefix="bench_train_"), "device": str(device),
                 "amp": not args.no_amp, "progress": False},
     })
     trainer = Trainer(cfg, data, None)
