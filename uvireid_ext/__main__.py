@@ -1,4 +1,4 @@
-"""Command line: ``python -m uvireid_ext {info,bench,...}``."""
+"""Command line: ``python -m uvireid_ext {info,bench,make-data,train,eval,demo}``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,58 @@ def cmd_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(e: Exception) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import config_from_args
+    from .train import train
+
+    try:
+        cfg = config_from_args(args)
+        train(cfg)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        return _fail(e)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .train import evaluate_on, extract_features, load_eval_set, load_model
+
+    try:
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(auto if args.device == "auto" else args.device)
+        model, cfg = load_model(args.checkpoint, str(device))
+        d = cfg.data
+        root = args.data_root or d.data_root
+        es = load_eval_set(d.dataset, root, d.height, d.width, mode=args.mode or d.eval_mode,
+                           trials=args.trials, trial=args.trial or d.trial)
+        res = evaluate_on(es, lambda x, ir: extract_features(model, x, ir, device=device, batch=args.batch,
+                                                             flip=False))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        return _fail(e)
+    print(f"{d.dataset} ({args.checkpoint}): R1 {100 * res['R1']:.2f}  R5 {100 * res['R5']:.2f}  "
+          f"R10 {100 * res['R10']:.2f}  mAP {100 * res['mAP']:.2f}  mINP {100 * res['mINP']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    try:
+        run_demo(args)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        return _fail(e)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m uvireid_ext", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -80,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", type=int, default=None, help="identities (default: sysu 48, regdb 40)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_make_data)
+    from .config import add_arguments
+    from .demo import add_arguments as demo_arguments
+
+    p = sub.add_parser("train", help="train a recipe (baseline | mmm | ecul); every config field is a flag")
+    add_arguments(p)
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a checkpoint with the SYSU-MM01 / RegDB protocol")
+    p.add_argument("--checkpoint", required=True, help="<output>/checkpoint.pt of a training run")
+    p.add_argument("--data-root", default=None, help="default: the run's data root")
+    p.add_argument("--mode", default=None, help="SYSU: all | indoor (default: the run's)")
+    p.add_argument("--trials", type=int, default=10, help="SYSU gallery trials")
+    p.add_argument("--trial", type=int, default=None, help="RegDB split (default: the run's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--json", default=None, help="also write the metrics (and CMC) to this JSON file")
+    p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("demo", help="train and evaluate every recipe on a synthetic SYSU-shaped set (CPU)")
+    demo_arguments(p)
+    p.set_defaults(fn=cmd_demo)
     return parser
 
 

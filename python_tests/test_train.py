@@ -1,0 +1,234 @@
+"""The training loop on a tiny synthetic SYSU-shaped set (16x32 images, the small backbone, 1 thread)."""
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from uvireid_ext.__main__ import main as cli
+from uvireid_ext.config import Config, add_arguments, config_from_args, make_config
+from uvireid_ext.data.synthetic import make_sysu
+from uvireid_ext.train import Trainer, extract_features, load_eval_set, load_train_set
+
+H, W = 32, 16
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("sysu"))
+    make_sysu(path, ids=12, per_camera=10, size=(W, H))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(root):
+    return load_train_set("sysu", root, H, W), load_eval_set("sysu", root, H, W, trials=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+
+
+def small_config(recipe: str, out: str, root: str = "", epochs: int = 1, **recipe_over) -> Config:
+    return make_config(recipe, epochs, {
+        "data": {"data_root": root, "height": H, "width": W, "eval_trials": 2},
+        "model": {"arch": "small"},
+        "optim": {"iters": 2, "ids_per_batch": 3, "instances": 2, "extract_batch": 128},
+        "recipe": recipe_over,
+        "run": {"output": out, "device": "cpu", "threads": 1, "deterministic": True, "progress": False},
+    })
+
+
+@pytest.mark.parametrize("recipe", ["baseline", "mmm", "ecul"])
+def test_one_epoch_of_each_recipe(recipe, data, tmp_path) -> None:
+    trainer = Trainer(small_config(recipe, str(tmp_path)), *data)
+    (rec,) = trainer.fit()
+    assert set(rec["time"]) == {"extract", "cluster", "memories", "train", "eval"}
+    assert rec["images"] == 2 * (3 * 2 * 2 + 3 * 2)  # iters × (two visible views + infrared)
+    assert rec["ari"]["visible"].keys() == {"outliers_one_cluster", "outliers_singletons", "outliers_excluded"}
+    assert all(np.isfinite(v) for v in rec["loss"].values())
+    expected = {"baseline": {"nce_joint"}, "mmm": {"sca_intra", "sca_inter", "triplet"},
+                "ecul": {"ins_visible", "ins_infrared", "nce_joint"}}[recipe]
+    assert expected <= set(rec["loss"]) | ({"nce_joint"} if rec.get("clusters_joint") == 0 else set())
+    assert 0 <= rec["eval"]["R1"] <= 1 and 1 <= len(rec["eval"]["cmc"]) <= 20
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert len(log) == 1 and log[0]["epoch"] == 0
+    saved = json.load(open(tmp_path / "config.json"))
+    assert saved["recipe"]["recipe"] == recipe and saved["model"]["arch"] == "small"
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] == 1 and "visible" in ck["memories"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after_first(rec: dict) -> None:
+    raise Interrupt
+
+
+def test_resume_is_exact(data, tmp_path) -> None:
+    full = Trainer(small_config("ecul", str(tmp_path / "a"), epochs=2), *data)
+    full.fit()
+    cfg = small_config("ecul", str(tmp_path / "b"), epochs=2)
+    with pytest.raises(Interrupt):
+        Trainer(cfg, *data, on_epoch=_stop_after_first).fit()
+    assert not any(p.name.startswith("checkpoint.pt.tmp") for p in (tmp_path / "b").iterdir())
+    cfg.run.resume = True
+    resumed = Trainer(cfg, *data)
+    assert resumed.epoch == 1
+    resumed.fit()
+    a, b = full.state(), resumed.state()
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for name, mem in a["memories"].items():
+        for k, v in mem.items():
+            assert torch.equal(v, b["memories"][name][k]), (name, k)
+    for i, s in a["optimizer"]["state"].items():
+        assert torch.equal(s["exp_avg"], b["optimizer"]["state"][i]["exp_avg"])
+    assert a["scheduler"] == b["scheduler"] and a["epoch"] == b["epoch"] == 2
+    la = [json.loads(x) for x in open(tmp_path / "a" / "log.jsonl")]
+    lb = [json.loads(x) for x in open(tmp_path / "b" / "log.jsonl")]
+    assert la[1]["loss"] == lb[1]["loss"] and la[1]["ari"] == lb[1]["ari"]
+
+
+def _ddp_worker(rank: int, world: int, init: str, root: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        train_set = load_train_set("sysu", root, H, W)
+        trainer = Trainer(small_config("ecul", out, root), train_set, None)
+        feats = extract_features(trainer.model, trainer.images, train_set.modality == 1, device=trainer.device)
+        trainer.fit()
+        torch.save({"feats": feats, "model": trainer.model.state_dict(),
+                    "memories": {k: v.state_dict() for k, v in trainer.memories.items()}},
+                   os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+def test_ddp_two_gloo_processes(root, data, tmp_path) -> None:
+    out = str(tmp_path / "ddp")
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_ddp_worker, args=(2, init, root, out), nprocs=2, join=True)
+    r0, r1 = (torch.load(os.path.join(out, f"rank{r}.pt"), weights_only=False) for r in (0, 1))
+    # Each rank extracted half; the all-gathered features equal a single-process extraction.
+    single = Trainer(small_config("ecul", str(tmp_path / "single")), *data)
+    ref = extract_features(single.model, single.images, data[0].modality == 1, device=torch.device("cpu"))
+    torch.testing.assert_close(r0["feats"], ref, rtol=1e-4, atol=1e-5)
+    assert torch.equal(r0["feats"], r1["feats"])
+    # Gradients were averaged and memories updated with every rank's batch: ranks stay identical.
+    for k, v in r0["model"].items():
+        assert torch.equal(v, r1["model"][k]), k
+    assert not torch.equal(r0["model"]["layer1.0.conv1.weight"], single.model.state_dict()["layer1.0.conv1.weight"])
+    for name, mem in r0["memories"].items():
+        for k, v in mem.items():
+            assert torch.equal(v, r1["memories"][name][k]), (name, k)
+    rec = json.loads(open(os.path.join(out, "log.jsonl")).readline())
+    assert rec["images"] == 2 * 2 * (3 * 2 * 2 + 3 * 2)  # two ranks' batches
+
+
+def test_no_cluster_epoch_is_logged_and_training_goes_on(data, tmp_path) -> None:
+    trainer = Trainer(small_config("baseline", str(tmp_path), epochs=2, min_samples=100_000), *data)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    history = trainer.fit()
+    assert [h["event"] for h in history] == ["no_cluster", "no_cluster"]
+    assert "no cluster in the visible and infrared set" in history[0]["message"]
+    assert history[1]["eval"]["R1"] >= 0  # the epoch still evaluates
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_data_errors(root, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="data root not found: .*missing_root"):
+        load_train_set("sysu", str(tmp_path / "missing_root"), H, W)
+    bad = str(tmp_path / "bad")
+    shutil.copytree(root, bad)
+    pid = open(os.path.join(bad, "exp", "train_id.txt")).read().split(",")[0]
+    victim = os.path.join(bad, "cam4", f"{int(pid):04d}", "0003.jpg")
+    with open(victim, "wb") as f:
+        f.write(b"\xff\xd8 truncated")
+    with pytest.raises(OSError, match=f"cannot read image {victim}"):
+        load_train_set("sysu", bad, H, W)
+    os.remove(victim)
+    shutil.rmtree(os.path.join(bad, "cam6"))
+    with pytest.raises(FileNotFoundError, match="cam6 not found"):
+        load_train_set("sysu", bad, H, W)
+
+
+def test_weight_and_recipe_errors(data, tmp_path) -> None:
+    cfg = small_config("baseline", str(tmp_path))
+    cfg.model.weights = str(tmp_path / "absent.pth")
+    with pytest.raises(FileNotFoundError, match="weight file not found: .*absent.pth"):
+        Trainer(cfg, *data)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "r50.pth")
+    cfg.model.weights = str(tmp_path / "r50.pth")
+    with pytest.raises(ValueError, match="does not match arch 'small'"):
+        Trainer(cfg, *data)
+    with pytest.raises(ValueError, match="unknown recipe 'ecul2'"):
+        make_config("ecul2", 1)
+    cfg = small_config("baseline", str(tmp_path))
+    cfg.recipe.sca_distance = "l3"
+    with pytest.raises(ValueError, match="unknown sca_distance 'l3'"):
+        Trainer(cfg, *data)
+
+
+def test_cli_errors_and_config_precedence(root, tmp_path, capsys) -> None:
+    assert cli(["train", "--recipe", "nope", "--data-root", root]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
+    assert cli(["train", "--recipe", "mmm", "--data-root", str(tmp_path / "gone"), "--device", "cpu",
+                "--output", str(tmp_path / "o")]) == 2
+    assert "data root not found" in capsys.readouterr().err
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"optim": {"iters": 7, "lr": 0.01}, "recipe": {"recipe": "mmm"}}))
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = config_from_args(p.parse_args(["--config", str(cfg_file), "--lr", "0.5", "--sca", "false",
+                                         "--tsmem-switch", "none", "--epochs", "10"]))
+    assert cfg.recipe.recipe == "mmm" and cfg.recipe.mmlm  # preset of the file's recipe
+    assert cfg.optim.iters == 7 and cfg.optim.lr == 0.5 and cfg.optim.epochs == 10  # flags beat the file
+    assert cfg.recipe.sca is False and cfg.recipe.tsmem_switch is None
+    cfg_file.write_text(json.dumps({"optim": {"itres": 7}}))
+    with pytest.raises(ValueError, match="unknown field optim.itres"):
+        config_from_args(p.parse_args(["--config", str(cfg_file)]))
+
+
+def test_cli_train_then_eval(root, tmp_path, capsys) -> None:
+    out = str(tmp_path / "run")
+    args = ["train", "--recipe", "baseline", "--data-root", root, "--height", str(H), "--width", str(W),
+            "--arch", "small", "--epochs", "1", "--iters", "1", "--ids-per-batch", "3", "--instances", "2",
+            "--eval-trials", "1", "--device", "cpu", "--threads", "1", "--output", out]
+    assert cli(args) == 0
+    assert cli(["eval", "--checkpoint", os.path.join(out, "checkpoint.pt"), "--trials", "2", "--device", "cpu",
+                "--json", str(tmp_path / "m.json")]) == 0
+    assert "R1" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "m.json"))["mAP"] > 0
+    assert sys.modules.get("uvireid_ext.train") is not None
+
+
+def test_regdb_one_epoch(tmp_path) -> None:
+    from uvireid_ext.data.synthetic import make_regdb
+
+    root = str(tmp_path / "regdb")
+    make_regdb(root, ids=12, size=(W, H))
+    cfg = small_config("ecul", str(tmp_path / "run"), root)
+    cfg.data.dataset = "regdb"
+    d = cfg.data
+    trainer = Trainer(cfg, None, load_eval_set("regdb", root, H, W, trial=d.trial))
+    assert len(trainer.train_set) == 2 * 6 * 10 and bool((trainer.train_set.camera == 0).all())
+    (rec,) = trainer.fit()
+    assert rec["eval"]["R1"] >= 0 and "infrared" in rec["ari"]
