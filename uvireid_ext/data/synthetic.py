@@ -67,7 +67,9 @@ def make_person(rng: np.random.Generator) -> Person:
     heat[SKIN] = rng.uniform(0.85, 1.0)
     heat[HAIR] = rng.uniform(0.3, 0.5)
     heat[TOP] = rng.uniform(0.45, 0.8)
-    heat[PATTERN] = heat[TOP] + rng.uniform(-0.02, 0.02)  # print on the same cloth: barely visible
+    # A print is another material on the cloth: it shows in thermal too, with its own contrast (what
+    # carries a person's identity across modalities, besides shape, accessories and cut).
+    heat[PATTERN] = heat[TOP] + rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.25)
     heat[BOTTOM] = rng.uniform(0.4, 0.75)
     heat[SHOES] = rng.uniform(0.2, 0.4)
     heat[BAG] = rng.uniform(0.1, 0.35)
