@@ -557,8 +557,10 @@ class Trainer:
             gv = torch.as_tensor(iv[bv], device=self.device)
             gr = torch.as_tensor(ir[br], device=self.device)
             imgs_v, imgs_r = self.images[gv.to(self.images.device)], self.images[gr.to(self.images.device)]
-            x = torch.cat([augment(imgs_v, g), augment(imgs_v, g, exchange=True),
-                           augment(imgs_r, g, adaptive_gray=True)])
+            # pad 10 px at the standard 288-pixel height; small demo images get the same relative shift
+            pad = max(1, round(10 * cfg.data.height / 288))
+            x = torch.cat([augment(imgs_v, g, pad=pad), augment(imgs_v, g, pad=pad, exchange=True),
+                           augment(imgs_r, g, pad=pad, adaptive_gray=True)])
             if self.cuda and cfg.run.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             nv, nr = gv.numel(), gr.numel()
