@@ -59,7 +59,9 @@ def test_one_epoch_of_each_recipe(recipe, data, tmp_path) -> None:
     assert all(np.isfinite(v) for v in rec["loss"].values())
     expected = {"baseline": {"nce_joint"}, "mmm": {"sca_intra", "sca_inter", "triplet"},
                 "ecul": {"ins_visible", "ins_infrared", "nce_joint"}}[recipe]
-    assert expected <= set(rec["loss"]) | ({"nce_joint"} if rec.get("clusters_joint") == 0 else set())
+    # the joint loss appears when a sampled image is in a joint cluster, which two tiny batches may miss
+    assert expected - {"nce_joint"} <= set(rec["loss"])
+    assert "nce_joint" not in rec["loss"] or rec.get("clusters_joint", 0) > 0
     assert 0 <= rec["eval"]["R1"] <= 1 and 1 <= len(rec["eval"]["cmc"]) <= 20
     log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert len(log) == 1 and log[0]["epoch"] == 0
