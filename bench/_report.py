@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import platform
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,3 +46,30 @@ def write(name: str, device: str, rows: list[dict[str, Any]], columns: list[str]
     with open(os.path.join(RESULTS, f"{name}_{device}.md"), "w") as f:
         f.write(table)
     return table
+
+
+def in_process(target: Callable[..., None], *args: Any) -> dict[str, Any]:
+    """Run ``target(*args, queue)`` in a fresh process and return what it puts on the queue, so that
+    peak memory (ru_maxrss) measured inside belongs to that run alone."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GiB: VmHWM, which (unlike ru_maxrss) restarts at exec,
+    so a spawned child does not inherit its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -137,29 +137,51 @@ def bench_dbscan(device: str, sizes: list[int], eps: float) -> list[dict]:
     return rows
 
 
+def _pipeline_ours(n: int, eps: float, device: str, out) -> None:  # noqa: ANN001  (a multiprocessing queue)
+    from bench._report import peak_rss_gb
+
+    x, _ = identities(n, max(n // 25, 2), 2048, seed=n)
+    xt = torch.from_numpy(x).to(device)
+
+    def ours() -> torch.Tensor:
+        return dbscan(uvireid_ext.jaccard_distance(xt, 30, 6, max_distance=eps), eps, 4)
+
+    ours()  # warm-up (and CUDA context)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t, lab = timed(ours, device, repeat=2)
+    out.put({"s": t, "labels": lab.cpu().numpy(),
+             "peak_rss_gb": peak_rss_gb(),
+             "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None})
+
+
+def _pipeline_classic(n: int, eps: float, out) -> None:  # noqa: ANN001
+    from bench._report import peak_rss_gb
+
+    x, _ = identities(n, max(n // 25, 2), 2048, seed=n)
+    t, lab = timed(lambda: classic_labels(x, 30, 6, eps), "cpu")
+    out.put({"s": t, "labels": lab, "peak_rss_gb": peak_rss_gb()})
+
+
 def bench_pipeline(device: str, sizes: list[int], eps: float) -> list[dict]:
-    if not hasattr(uvireid_ext, "jaccard_distance"):
-        print("pipeline: skipped, uvireid_ext.jaccard_distance is not available in this build", flush=True)
-        return [{"skipped": "uvireid_ext.jaccard_distance not available"}]
+    """Features -> labels, each run in its own process so that its peak memory is its own."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from bench._report import in_process
+
     rows = []
     for n in sizes:
-        x, _ = identities(n, max(n // 25, 2), 2048, seed=n)
-        xt = torch.from_numpy(x).to(device)
-
-        def ours(xt: torch.Tensor = xt) -> torch.Tensor:
-            return dbscan(uvireid_ext.jaccard_distance(xt, 30, 6, max_distance=eps), eps, 4)
-
-        ours()
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t_ours, lab = timed(ours, device, repeat=2)
-        row = {"N": n, "ours_s": t_ours}
-        if device == "cuda":
-            row["ours_peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
-        t_cl, cl = timed(lambda x=x: classic_labels(x, 30, 6, eps), "cpu")
-        row.update(classic_s=t_cl, speedup=t_cl / t_ours, classic_dense_bytes=2 * n * n * 4)
-        o = lab.cpu().numpy()
-        row["same_noise_as_classic"] = bool(((o < 0) == (cl < 0)).all())
+        ours = in_process(_pipeline_ours, n, eps, device)
+        classic = in_process(_pipeline_classic, n, eps)
+        o, c = ours["labels"], classic["labels"]
+        row = {"N": n, "ours_s": round(ours["s"], 3), "classic_s": round(classic["s"], 2),
+               "speedup": round(classic["s"] / ours["s"], 1), "ours_peak_rss_gb": round(ours["peak_rss_gb"], 2),
+               "classic_peak_rss_gb": round(classic["peak_rss_gb"], 2),
+               "memory_ratio": round(classic["peak_rss_gb"] / ours["peak_rss_gb"], 1),
+               "same_noise_as_classic": bool(((o < 0) == (c < 0)).all()),
+               "ari_vs_classic": round(float(adjusted_rand_score(c, o)), 4)}
+        if ours["peak_gpu_gb"] is not None:
+            row["ours_peak_gpu_gb"] = round(ours["peak_gpu_gb"], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -172,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clusters", type=int, default=400)
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--dbscan-sizes", default="1000,2000")
-    p.add_argument("--pipeline-sizes", default="2000,5000")
+    p.add_argument("--pipeline-sizes", default="2000,5000,10000,20000")
     p.add_argument("--eps", type=float, default=0.6)
     p.add_argument("--quick", action="store_true", help="skip the n_init=10 KMeans baseline")
     p.add_argument("--out", default=os.path.join(HERE, "results"))

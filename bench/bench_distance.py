@@ -13,9 +13,7 @@ the dense N×N matrices as users run it today. Writes bench/results/distance_<de
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import resource
 import sys
 import time
 
@@ -34,8 +32,9 @@ def features(n: int, d: int, seed: int = 0):
     return torch.nn.functional.normalize(x, dim=1)
 
 
-def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out: mp.Queue) -> None:
+def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out) -> None:
     import torch
+    from _report import peak_rss_gb
 
     from uvireid_ext.ops import op
 
@@ -65,12 +64,13 @@ def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out: mp.
     out.put(dict(
         knn_s=t1 - t0, encode_s=t2 - t1, expand_s=t3 - t2, jaccard_s=t4 - t3,
         nnz_v=int(v[1].numel()), nnz_qe=int(q[1].numel()), nnz_out=int(s[1].numel()),
-        peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        peak_rss_gb=peak_rss_gb(),
         peak_gpu_gb=(torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else None,
     ))
 
 
-def run_classic(n: int, d: int, k1: int, k2: int, out: mp.Queue) -> None:
+def run_classic(n: int, d: int, k1: int, k2: int, out) -> None:
+    from _report import peak_rss_gb
     from baselines.classic_jaccard import encode, expand, initial_rank, jaccard
 
     x = features(n, d).numpy()
@@ -84,17 +84,7 @@ def run_classic(n: int, d: int, k1: int, k2: int, out: mp.Queue) -> None:
     jaccard(v)
     t4 = time.perf_counter()
     out.put(dict(knn_s=t1 - t0, encode_s=t2 - t1, expand_s=t3 - t2, jaccard_s=t4 - t3,
-                 peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
-
-
-def in_process(target, *args) -> dict:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    result = q.get()
-    p.join()
-    return result
+                 peak_rss_gb=peak_rss_gb()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip the classic port (large N)")
     args = p.parse_args(argv)
 
-    from _report import write
+    from _report import in_process, write
 
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
