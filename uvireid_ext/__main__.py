@@ -97,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         es = load_eval_set(d.dataset, root, d.height, d.width, mode=args.mode or d.eval_mode,
                            trials=args.trials, trial=args.trial or d.trial)
         res = evaluate_on(es, lambda x, ir: extract_features(model, x, ir, device=device, batch=args.batch,
-                                                             flip=False))
+                                                             flip=d.test_flip))
     except (ValueError, FileNotFoundError, OSError) as e:
         return _fail(e)
     print(f"{d.dataset} ({args.checkpoint}): R1 {100 * res['R1']:.2f}  R5 {100 * res['R5']:.2f}  "

@@ -53,6 +53,7 @@ class DataConfig:
     eval_mode: str = "all"  # SYSU: all | indoor
     eval_trials: int = 10
     eval_every: int = 1  # evaluate every n epochs (0: only after the last)
+    test_flip: bool = True  # test features averaged with the flipped image (ADCA/PGM/MPJL); MMM: False
 
 
 @dataclass

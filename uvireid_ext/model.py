@@ -162,7 +162,9 @@ class TwoStreamNet(nn.Module):
         else:
             iv, ir = (~is_infrared).nonzero().flatten(), is_infrared.nonzero().flatten()
             yv, yr = self.visible(x[iv]), self.infrared(x[ir])
-            y = yv.new_empty((x.shape[0], *yv.shape[1:]))
+            # keep the stems' memory format (channels_last on CUDA) for the shared trunk
+            y = torch.empty((x.shape[0], *yv.shape[1:]), dtype=yv.dtype, device=yv.device,
+                            memory_format=yv.suggest_memory_format())
             y[iv], y[ir] = yv, yr
         pooled = gem(self._trunk(y))
         return pooled, self.neck(pooled)

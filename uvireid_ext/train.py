@@ -211,9 +211,18 @@ def _broadcast(x: Tensor) -> Tensor:
 
 
 def _atomic_save(obj: object, path: str) -> None:
+    """Write to a temporary file, flush it to disk, then rename over ``path``: a crash leaves either
+    the old checkpoint or the new one, never a torn file."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _seed_all(seed: int) -> None:
@@ -234,19 +243,20 @@ def _resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def extract_features(model: TwoStreamNet, images: Tensor, is_ir: Tensor, *, device: torch.device,
                      batch: int = 256, flip: bool = True, renorm: bool = False, amp: bool = True,
-                     channels_last: bool = True) -> Tensor:
+                     channels_last: bool = True, with_pooled: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """BN features of uint8 ``images`` [N, H, W, 3] (``is_ir`` [N] bool picks each image's stem), in eval
     mode, L2-normalised and averaged with the flipped image's when ``flip`` (not re-normalised, as the
-    clustering code does; ``renorm`` re-normalises, as the test code does). Under DDP each rank extracts
-    every world-th image; the result is all-gathered back to dataset order. bf16 autocast and
-    channels_last on CUDA."""
+    clustering code does; ``renorm`` re-normalises, as the test code does). ``with_pooled`` also returns
+    the GeM-pooled features of the unflipped images, as they are (MMM's prototypes), from the same pass.
+    Under DDP each rank extracts every world-th image; the result is all-gathered back to dataset
+    order. bf16 autocast and channels_last on CUDA."""
     rank, world = _dist()
     cuda = device.type == "cuda"
     n = images.shape[0]
     idx = torch.arange(rank, n, world)
     was = model.training
     model.eval()
-    feats = []
+    feats, pooled = [], []
     try:
         for s in range(0, idx.numel(), batch):
             sel = idx[s : s + batch]
@@ -255,26 +265,34 @@ def extract_features(model: TwoStreamNet, images: Tensor, is_ir: Tensor, *, devi
                 x = x.contiguous(memory_format=torch.channels_last)
             m = is_ir[sel.to(is_ir.device)].to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
-                f = F.normalize(model.forward_mixed(x, m)[1].float(), dim=1)
+                p, f = model.forward_mixed(x, m)
+                f = F.normalize(f.float(), dim=1)
+                if with_pooled:
+                    pooled.append(p.float())
                 if flip:
                     f2 = model.forward_mixed(torch.flip(x, dims=[3]), m)[1].float()
                     f = (f + F.normalize(f2, dim=1)) / 2
             feats.append(f)
     finally:
         model.train(was)
-    local = torch.cat(feats) if feats else torch.zeros(0, model.feat_dim, device=device)
-    out = _all_gather_rows(local)
-    if world > 1:  # rank-strided shares back to dataset order
-        order = torch.cat([torch.arange(r, n, world) for r in range(world)])
-        ordered = torch.empty_like(out)
-        ordered[order.to(out.device)] = out
-        out = ordered
-    return F.normalize(out, dim=1) if renorm else out
+
+    def gathered(parts: list[Tensor]) -> Tensor:
+        out = _all_gather_rows(torch.cat(parts) if parts else torch.zeros(0, model.feat_dim, device=device))
+        if world > 1:  # rank-strided shares back to dataset order
+            order = torch.cat([torch.arange(r, n, world) for r in range(world)])
+            ordered = torch.empty_like(out)
+            ordered[order.to(out.device)] = out
+            out = ordered
+        return out
+
+    out = gathered(feats)
+    out = F.normalize(out, dim=1) if renorm else out
+    return (out, gathered(pooled)) if with_pooled else out
 
 
 def evaluate_on(es: EvalSet, extract: Callable[[Tensor, Tensor], Tensor]) -> dict:
-    """SYSU / RegDB metrics over the eval set's trials; ``extract(images, is_ir)`` gives test features
-    (no flip, L2-normalised: the MMM test convention). Returns R1/R5/R10/mAP/mINP and the mean CMC."""
+    """SYSU / RegDB metrics over the eval set's trials; ``extract(images, is_ir)`` gives test features,
+    L2-normalised here. Returns R1/R5/R10/mAP/mINP and the mean CMC."""
     def feats(images: Tensor, ir: bool) -> Tensor:
         return F.normalize(extract(images, torch.full((len(images),), ir)), dim=1)
 
@@ -320,9 +338,14 @@ class Trainer:
                                      ("optimizer", cfg.optim.optimizer, ("adam", "sgd"))):
             if value not in allowed:
                 raise ValueError(f"train: unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+        if not r.recluster and r.joint_start is not None and r.joint_start > 0:
+            raise ValueError(f"train: recluster=False with joint_start={r.joint_start} > 0 would never compute the "
+                             "joint labels (labels are fixed at the first epoch); use joint_start=0 or recluster")
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         if cfg.run.deterministic:
+            # cuBLAS refuses deterministic mode without a fixed workspace (before its first use)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         _seed_all(cfg.run.seed)
         self.train_set = train_set or load_train_set(cfg.data.dataset, cfg.data.data_root, cfg.data.height,
@@ -373,11 +396,12 @@ class Trainer:
     def _autocast(self):  # noqa: ANN202
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.run.amp)
 
-    def extract(self, images: Tensor, is_ir: Tensor, flip: bool = True, renorm: bool = False) -> Tensor:
+    def extract(self, images: Tensor, is_ir: Tensor, flip: bool = True, renorm: bool = False,
+                with_pooled: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """:func:`extract_features` with this run's device, batch, bf16 and DDP share."""
         return extract_features(self.model, images, is_ir, device=self.device, batch=self.cfg.optim.extract_batch,
                                 flip=flip, renorm=renorm, amp=self.cfg.run.amp,
-                                channels_last=self.cfg.run.channels_last)
+                                channels_last=self.cfg.run.channels_last, with_pooled=with_pooled)
 
     def _joint_active(self, epoch: int) -> bool:
         s = self.cfg.recipe.joint_start
@@ -468,8 +492,9 @@ class Trainer:
         return TSMem(r.tsmem_switch, r.memory_momentum).momentum(epoch)
 
     @torch.no_grad()
-    def build_memories(self, feats: Tensor, labels: Labels, epoch: int) -> dict:
-        """Memories of this epoch from the extracted features and labels; returns log entries."""
+    def build_memories(self, feats: Tensor, labels: Labels, epoch: int, pooled: Tensor | None = None) -> dict:
+        """Memories of this epoch from the extracted features and labels (and, for SCA, MMM's prototypes
+        from the pooled features); returns log entries."""
         r, ts = self.cfg.recipe, self.train_set
         mod = ts.modality.to(self.device)
         info: dict = {}
@@ -481,6 +506,7 @@ class Trainer:
             c = c_shared if c_shared is not None else int(lab.max()) + 1
             mems[name] = ClusterMemory.from_features(feats[m], lab, c, r.temp)
         self.confidence = None
+        self.prototypes: dict[str, Tensor] = {}
         if r.sca:
             from .confidence import gmm_confidence
 
@@ -497,9 +523,10 @@ class Trainer:
                     sub = conf[m]
                     sub[ok] = part
                     conf[m] = sub
-                # Prototypes: confidence-weighted means divided by the count (MMM code), normalised.
-                mems[name].features.copy_(segment_reduce(feats[m], lab, mems[name].features.shape[0],
-                                                         conf[m], "weighted_sum_by_count", normalize=True))
+                # Prototypes, fixed for the epoch: confidence-weighted sums of the pooled features
+                # divided by the count (MMM's code, so low-confidence identities shrink toward 0).
+                self.prototypes[name] = segment_reduce(pooled[m], lab, mems[name].features.shape[0], conf[m],
+                                                       "weighted_sum_by_count", normalize=False)
             self.confidence = conf
             info["confidence_mean"] = float(conf[labels.intra >= 0].mean()) if bool((labels.intra >= 0).any()) else 0.0
         if r.instance_memory:
@@ -588,14 +615,15 @@ class Trainer:
                     if r.instance_memory:
                         terms["ins_joint"] = r.joint_weight * mems["joint_instance"](bn[ok], all_idx[ok])
             if r.sca and self.confidence is not None:
+                # SCA on the GeM-pooled features (MMM's x_pool) against the epoch's fixed prototypes
                 conf = self.confidence[all_idx]
-                fn = F.normalize(bn, dim=1)
-                intra_v = sca_intra(fn[: 2 * nv], mems["visible"].features, yv2, conf[: 2 * nv], r.sca_distance)
-                intra_r = sca_intra(fn[2 * nv :], mems["infrared"].features, yr, conf[2 * nv :], r.sca_distance)
+                protos = self.prototypes
+                intra_v = sca_intra(pooled[: 2 * nv], protos["visible"], yv2, conf[: 2 * nv], r.sca_distance)
+                intra_r = sca_intra(pooled[2 * nv :], protos["infrared"], yr, conf[2 * nv :], r.sca_distance)
                 terms["sca_intra"] = r.sca_intra_weight * (intra_v + intra_r)
                 if labels.shared:
-                    terms["sca_inter"] = r.sca_inter_weight * sca_inter(fn[:nv], fn[nv : 2 * nv], fn[2 * nv :],
-                                                                         yv, yr)
+                    terms["sca_inter"] = r.sca_inter_weight * sca_inter(
+                        pooled[:nv], pooled[nv : 2 * nv], pooled[2 * nv :], yv, yr)
             if r.triplet_weight > 0:
                 y_all = torch.cat([yv2, yr]) if labels.shared else torch.cat([yv2, yr + int(intra.max()) + 1])
                 terms["triplet"] = r.triplet_weight * batch_hard_triplet(pooled, y_all)
@@ -635,7 +663,9 @@ class Trainer:
 
     def evaluate(self) -> dict | None:
         """The test protocol on the held eval set (every rank extracts its share)."""
-        return None if self.eval_set is None else evaluate_on(self.eval_set, self.extract)
+        if self.eval_set is None:
+            return None
+        return evaluate_on(self.eval_set, lambda x, ir: self.extract(x, ir, flip=self.cfg.data.test_flip))
 
     def probe(self, evaluate: bool = True) -> dict:
         """The current network as it stands: the ARI of the pseudo-labels its features give (the recipe's
@@ -660,7 +690,9 @@ class Trainer:
         rec: dict = {"epoch": epoch, "recipe": cfg.recipe.recipe, "time": {}}
         t = time.perf_counter()
         is_ir = self.train_set.modality == IR
-        feats = self.extract(self.images, is_ir)
+        # SCA (MMM) also needs the pooled features, for its prototypes: same pass
+        feats, pooled = (self.extract(self.images, is_ir, with_pooled=True) if cfg.recipe.sca
+                         else (self.extract(self.images, is_ir), None))
         rec["time"]["extract"] = time.perf_counter() - t
         t = time.perf_counter()
         labels, info = self.cluster(feats, epoch)
@@ -677,7 +709,7 @@ class Trainer:
         else:
             t = time.perf_counter()
             self._joint_labels = labels.joint
-            rec.update(self.build_memories(feats, labels, epoch))
+            rec.update(self.build_memories(feats, labels, epoch, pooled))
             rec["time"]["memories"] = time.perf_counter() - t
             t = time.perf_counter()
             rec.update(self.train_epoch(labels, epoch))
@@ -757,7 +789,8 @@ class Trainer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"train: --resume but no checkpoint at {path}")
         try:
-            st = torch.load(path, map_location=self.device, weights_only=False)
+            # on the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest
+            st = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:
             raise ValueError(f"train: cannot read checkpoint {path}: {e}") from e
         self.model.load_state_dict(st["model"])
@@ -813,18 +846,19 @@ def _summary(rec: dict) -> str:
     return " ".join(parts)
 
 
-def init_distributed() -> bool:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU."""
+def init_distributed(device: str = "auto") -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl when training on CUDA,
+    gloo on CPU (``device`` is the run's configured device)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if _resolve_device(device).type == "cuda" else "gloo"
     dist.init_process_group(backend)
     return True
 
 
 def train(cfg: Config, train_set: TrainSet | None = None, eval_set: EvalSet | None = None) -> Trainer:
     """Load data (unless given), build the trainer and run every epoch; returns the trainer."""
-    started = init_distributed()
+    started = init_distributed(cfg.run.device)
     try:
         if eval_set is None and cfg.data.data_root and (cfg.data.eval_every > 0 or cfg.optim.epochs > 0):
             d = cfg.data

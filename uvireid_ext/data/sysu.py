@@ -189,5 +189,8 @@ def load_sysu_train(
                 raise missing(
                     path, LAYOUT + "\n(run uvireid_ext.data.sysu.prepare_sysu(root) to create them)"
                 )
-            out.append(np.load(path))
+            try:
+                out.append(np.load(path))
+            except (ValueError, EOFError, OSError) as e:
+                raise ValueError(f"sysu: cannot read {path} ({e}); re-create it with prepare_sysu(root)") from e
     return tuple(out)  # type: ignore[return-value]
