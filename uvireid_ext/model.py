@@ -163,8 +163,9 @@ class TwoStreamNet(nn.Module):
             iv, ir = (~is_infrared).nonzero().flatten(), is_infrared.nonzero().flatten()
             yv, yr = self.visible(x[iv]), self.infrared(x[ir])
             # keep the stems' memory format (channels_last on CUDA) for the shared trunk
+            channels_last = yv.is_contiguous(memory_format=torch.channels_last) and not yv.is_contiguous()
             y = torch.empty((x.shape[0], *yv.shape[1:]), dtype=yv.dtype, device=yv.device,
-                            memory_format=yv.suggest_memory_format())
+                            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             y[iv], y[ir] = yv, yr
         pooled = gem(self._trunk(y))
         return pooled, self.neck(pooled)
