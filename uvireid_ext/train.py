@@ -467,7 +467,7 @@ class Trainer:
         sets = {"visible": mod == VIS, "infrared": mod == IR}
         for name, m in sets.items():
             lab = intra[m]
-            info[f"clusters_{name}"] = int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
+            info[f"clusters_{name}"] = int(lab[lab >= 0].unique().numel())  # after MMLM ids are not 0..C-1
             info[f"outliers_{name}"] = int((lab < 0).sum())
         if labels.joint is not None:
             info["clusters_joint"] = int(labels.joint.unique().ge(0).sum())
@@ -573,7 +573,8 @@ class Trainer:
         mems = self.memories
         joint = labels.joint
         intra = labels.intra
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}  # summed on the device: no host sync per iteration
+        offset_r = int(intra.max()) + 1  # infrared ids after the visible ones (separate label spaces)
         images = 0
         self.net.train()
         for _ in _progress(range(cfg.optim.iters), f"epoch {epoch}", cfg.run.progress and self.rank == 0):
@@ -625,7 +626,7 @@ class Trainer:
                     terms["sca_inter"] = r.sca_inter_weight * sca_inter(
                         pooled[:nv], pooled[nv : 2 * nv], pooled[2 * nv :], yv, yr)
             if r.triplet_weight > 0:
-                y_all = torch.cat([yv2, yr]) if labels.shared else torch.cat([yv2, yr + int(intra.max()) + 1])
+                y_all = torch.cat([yv2, yr]) if labels.shared else torch.cat([yv2, yr + offset_r])
                 terms["triplet"] = r.triplet_weight * batch_hard_triplet(pooled, y_all)
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
@@ -633,10 +634,10 @@ class Trainer:
             self.optimizer.step()
             self._update_memories(bn.detach(), yv2, yr, pos_v, pos_r, all_idx, nv)
             for name, t in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(t.detach())
+                sums[name] = sums[name] + t.detach() if name in sums else t.detach()
             images += x.shape[0]
         n_it = max(cfg.optim.iters, 1)
-        return {"loss": {k: v / n_it for k, v in sums.items()}, "images": images * self.world}
+        return {"loss": {k: float(v) / n_it for k, v in sums.items()}, "images": images * self.world}
 
     @torch.no_grad()
     def _update_memories(self, bn: Tensor, yv2: Tensor, yr: Tensor, pos_v: Tensor, pos_r: Tensor,
