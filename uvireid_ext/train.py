@@ -550,6 +550,10 @@ class Trainer:
             if r.instance_memory:
                 mems["joint_instance"] = InstanceMemory(feats, jl, r.temp)
         self.memories = mems
+        if self.world > 1:  # every rank built them; rank 0's copy wins, so no last-bit drift between ranks
+            for t in [*mems.buffers(), *self.prototypes.values(),
+                      *([self.confidence] if self.confidence is not None else [])]:
+                dist.broadcast(t, 0)
         self.momentum = self._momentum(epoch)
         info["momentum"] = self.momentum
         return info
