@@ -104,6 +104,16 @@ def test_resume_is_exact(data, tmp_path) -> None:
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["ari"] == lb[1]["ari"]
 
 
+def test_resume_with_a_changed_config_names_the_change(data, tmp_path) -> None:
+    cfg = small_config("baseline", str(tmp_path), epochs=2)
+    with pytest.raises(Interrupt):
+        Trainer(cfg, *data, on_epoch=_stop_after_first).fit()
+    cfg.run.resume = True
+    cfg.optim.lr = cfg.optim.lr * 10
+    with pytest.raises(ValueError, match=r"differs from the checkpoint's .*optim\.lr"):
+        Trainer(cfg, *data)
+
+
 def _ddp_worker(rank: int, world: int, init: str, root: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:

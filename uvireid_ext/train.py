@@ -790,6 +790,21 @@ class Trainer:
     def save_checkpoint(self, path: str) -> None:
         _atomic_save(self.state(), path)
 
+    # How a run is executed, not what it computes: these may change between a run and its resume.
+    _RESUMABLE_CHANGES = {("run", "resume"), ("run", "progress"), ("run", "tensorboard"), ("run", "threads"),
+                          ("run", "device"), ("data", "data_root"), ("run", "output")}
+
+    def _check_resumed_config(self, saved: dict, path: str) -> None:
+        """A resumed run continues exactly only with the configuration it was started with."""
+        now = dataclasses.asdict(self.cfg)
+        changed = [f"{sec}.{key}: {saved[sec][key]!r} -> {value!r}"
+                   for sec, fields_ in now.items() for key, value in fields_.items()
+                   if (sec, key) not in self._RESUMABLE_CHANGES and sec in saved and key in saved[sec]
+                   and saved[sec][key] != value]
+        if changed:
+            raise ValueError(f"train: --resume with a configuration that differs from the checkpoint's ({path}): "
+                             + "; ".join(changed))
+
     def load_checkpoint(self, path: str) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"train: --resume but no checkpoint at {path}")
@@ -798,6 +813,7 @@ class Trainer:
             st = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:
             raise ValueError(f"train: cannot read checkpoint {path}: {e}") from e
+        self._check_resumed_config(st.get("config", {}), path)
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
