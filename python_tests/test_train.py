@@ -104,6 +104,18 @@ def test_resume_is_exact(data, tmp_path) -> None:
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["ari"] == lb[1]["ari"]
 
 
+@pytest.mark.parametrize(("section", "field", "value", "message"), [
+    ("optim", "instances", 0, "optim.instances must be >= 1, got 0"),
+    ("optim", "lr", 0.0, "optim.lr must be > 0, got 0.0"),
+    ("recipe", "joint_start", -1, "recipe.joint_start must be >= 0"),
+])
+def test_bad_numbers_in_the_config_are_named(data, tmp_path, section, field, value, message) -> None:
+    cfg = small_config("baseline", str(tmp_path))
+    setattr(getattr(cfg, section), field, value)
+    with pytest.raises(ValueError, match=message):
+        Trainer(cfg, *data)
+
+
 def test_resume_with_a_changed_config_names_the_change(data, tmp_path) -> None:
     cfg = small_config("baseline", str(tmp_path), epochs=2)
     with pytest.raises(Interrupt):

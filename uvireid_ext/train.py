@@ -338,6 +338,21 @@ class Trainer:
                                      ("optimizer", cfg.optim.optimizer, ("adam", "sgd"))):
             if value not in allowed:
                 raise ValueError(f"train: unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+        o, d = cfg.optim, cfg.data
+        for name, value, low in (("optim.epochs", o.epochs, 0), ("optim.iters", o.iters, 1),
+                                 ("optim.ids_per_batch", o.ids_per_batch, 1), ("optim.instances", o.instances, 1),
+                                 ("optim.extract_batch", o.extract_batch, 1), ("optim.step_size", o.step_size, 1),
+                                 ("data.height", d.height, 1), ("data.width", d.width, 1),
+                                 ("data.eval_trials", d.eval_trials, 1)):
+            if value < low:
+                raise ValueError(f"train: {name} must be >= {low}, got {value}")
+        for name, value in (("optim.lr", o.lr), ("recipe.temp", r.temp)):
+            if not value > 0:
+                raise ValueError(f"train: {name} must be > 0, got {value}")
+        for name, value in (("recipe.tsmem_switch", r.tsmem_switch), ("recipe.cma_start", r.cma_start),
+                            ("recipe.joint_start", r.joint_start)):
+            if value is not None and value < 0:
+                raise ValueError(f"train: {name} must be >= 0 (or unset), got {value}")
         if not r.recluster and r.joint_start is not None and r.joint_start > 0:
             raise ValueError(f"train: recluster=False with joint_start={r.joint_start} > 0 would never compute the "
                              "joint labels (labels are fixed at the first epoch); use joint_start=0 or recluster")
