@@ -52,4 +52,10 @@ inline void check_contiguous(const char* op, const char* arg, const Tensor& t) {
   STD_TORCH_CHECK(t.is_contiguous(), op, ": expected ", arg, " to be contiguous");
 }
 
+// A neighbour count (k, k1, pool) of an op over n rows: at least 1, at most n (any value when n = 0).
+inline void check_neighbours(const char* op, const char* arg, int64_t k, int64_t n) {
+  STD_TORCH_CHECK(k >= 1, op, ": ", arg, " must be >= 1, got ", k);
+  STD_TORCH_CHECK(n == 0 || k <= n, op, ": ", arg, " = ", k, " exceeds the number of rows N = ", n);
+}
+
 }  // namespace uvireid

@@ -51,17 +51,18 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(const std::vector<std::vector<int32_t>
   return {crow, col, val};
 }
 
-void check_features(const char* op, const Tensor& x) {
-  check_dim(op, "features", x, 2);
-  check_dtype(op, "features", x, ScalarType::Float);
-}
-
-// First row holding NaN or Inf, or -1.
-int64_t first_nonfinite_row(const float* x, int64_t n, int64_t d) {
+// Features as the ops take them: 2-D float32, every row finite (the first bad row is named);
+// returns the contiguous tensor.
+Tensor checked_features(const char* op, const Tensor& features) {
+  check_dim(op, "features", features, 2);
+  check_dtype(op, "features", features, ScalarType::Float);
+  Tensor x = torch::stable::contiguous(features);
+  const float* p = x.const_data_ptr<float>();
+  const int64_t n = x.size(0), d = x.size(1);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t t = 0; t < d; ++t)
-      if (!std::isfinite(x[i * d + t])) return i;
-  return -1;
+      STD_TORCH_CHECK(std::isfinite(p[i * d + t]), op, ": features row ", i, " is not finite (NaN or Inf)");
+  return x;
 }
 
 void check_rank(const char* op, const Tensor& rank, int64_t n, int64_t min_cols, const char* what) {
@@ -80,17 +81,13 @@ void check_rank(const char* op, const Tensor& rank, int64_t n, int64_t min_cols,
 
 std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
   const char* op = "knn";
-  check_features(op, x);
-  x = torch::stable::contiguous(x);
+  x = checked_features(op, x);
   const int64_t n = x.size(0), dim = x.size(1);
-  STD_TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
-  STD_TORCH_CHECK(n == 0 || k <= n, op, ": k = ", k, " exceeds the number of rows N = ", n);
+  check_neighbours(op, "k", k, n);
   Tensor idx = empty_cpu({n, k}, ScalarType::Long);
   Tensor dist = empty_cpu({n, k}, ScalarType::Float);
   if (n == 0) return {idx, dist};
   const float* xp = x.const_data_ptr<float>();
-  const int64_t bad = first_nonfinite_row(xp, n, dim);
-  STD_TORCH_CHECK(bad < 0, op, ": features row ", bad, " is not finite (NaN or Inf)");
 
   std::vector<double> sq(n);
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
@@ -154,18 +151,14 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
 std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank, std::optional<Tensor> rank_dist,
                                                            int64_t k1) {
   const char* op = "k_reciprocal_encode";
-  check_features(op, x);
-  x = torch::stable::contiguous(x);
+  x = checked_features(op, x);
   const int64_t n = x.size(0), dim = x.size(1);
-  STD_TORCH_CHECK(k1 >= 1, op, ": k1 must be >= 1, got ", k1);
-  STD_TORCH_CHECK(n == 0 || k1 <= n, op, ": k1 = ", k1, " exceeds the number of rows N = ", n);
+  check_neighbours(op, "k1", k1, n);
   rank = torch::stable::contiguous(rank);
   check_rank(op, rank, n, k1, "k1");
   const int64_t K = rank.size(1);
   const int64_t* rp = rank.const_data_ptr<int64_t>();
   const float* xp = x.const_data_ptr<float>();
-  const int64_t bad = first_nonfinite_row(xp, n, dim);
-  STD_TORCH_CHECK(bad < 0, op, ": features row ", bad, " is not finite (NaN or Inf)");
   const int64_t mh = std::min(half_round_even(k1) + 1, k1);
   const float* rdp = nullptr;
   if (rank_dist.has_value()) {
@@ -232,9 +225,8 @@ std::tuple<Tensor, Tensor, Tensor> query_expansion_cpu(Tensor crow, Tensor col, 
   const char* op = "query_expansion";
   const int64_t n = crow.numel() - 1;
   CsrView v = check_csr_cpu(op, crow, col, val);
-  STD_TORCH_CHECK(pool >= 1, op, ": pool must be >= 1, got ", pool);
+  check_neighbours(op, "pool", pool, n);
   STD_TORCH_CHECK(cap >= 1, op, ": cap must be >= 1, got ", cap);
-  STD_TORCH_CHECK(n == 0 || pool <= n, op, ": pool = ", pool, " exceeds the number of rows N = ", n);
   rank = torch::stable::contiguous(rank);
   check_rank(op, rank, n, pool, "pool");
   outer = torch::stable::contiguous(outer);

@@ -169,8 +169,7 @@ std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
   x = torch::stable::contiguous(x);
   const int64_t n = x.dim() == 2 ? x.size(0) : 0, dim = x.dim() == 2 ? x.size(1) : 0;
   check_dim(op, "features", x, 2);
-  STD_TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
-  STD_TORCH_CHECK(n == 0 || k <= n, op, ": k = ", k, " exceeds the number of rows N = ", n);
+  check_neighbours(op, "k", k, n);
   check_features_cuda(op, x, stream);
   Tensor idx = new_tensor(x, {n, k}, ScalarType::Long);
   Tensor dist = new_tensor(x, {n, k}, ScalarType::Float);
@@ -239,8 +238,7 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor ran
   x = torch::stable::contiguous(x);
   check_dim(op, "features", x, 2);
   const int64_t n = x.size(0), dim = x.size(1);
-  STD_TORCH_CHECK(k1 >= 1, op, ": k1 must be >= 1, got ", k1);
-  STD_TORCH_CHECK(n == 0 || k1 <= n, op, ": k1 = ", k1, " exceeds the number of rows N = ", n);
+  check_neighbours(op, "k1", k1, n);
   check_features_cuda(op, x, stream);
   rank = torch::stable::contiguous(rank);
   check_rank_cuda(op, rank, x, n, k1, "k1", stream);
@@ -306,9 +304,8 @@ std::tuple<Tensor, Tensor, Tensor> query_expansion_cuda(Tensor crow, Tensor col,
   cudaStream_t stream = current_stream(crow.get_device_index());
   check_csr_cuda(op, crow, col, val, stream);
   const int64_t n = crow.numel() - 1;
-  STD_TORCH_CHECK(pool >= 1, op, ": pool must be >= 1, got ", pool);
+  check_neighbours(op, "pool", pool, n);
   STD_TORCH_CHECK(cap >= 1, op, ": cap must be >= 1, got ", cap);
-  STD_TORCH_CHECK(n == 0 || pool <= n, op, ": pool = ", pool, " exceeds the number of rows N = ", n);
   rank = torch::stable::contiguous(rank);
   check_rank_cuda(op, rank, crow, n, pool, "pool", stream);
   outer = torch::stable::contiguous(outer);
