@@ -447,14 +447,7 @@ def evaluate_sysu(
     from .data.sysu import process_gallery_sysu, process_query_sysu
 
     q_img, q_pid, q_cam = process_query_sysu(data_root, mode=mode)
-    kw = dict(
-        output=output,
-        flip=flip,
-        batch_size=batch_size,
-        device=device,
-        load=load_test_image,
-        progress=progress,
-    )
+    kw = dict(output=output, flip=flip, batch_size=batch_size, device=device, load=load_test_image, progress=progress)
     q_feat = extract_features(model, q_img, 2, desc="query (IR)", **kw)
     per_trial = []
     for trial in trials:
@@ -486,19 +479,12 @@ def evaluate_regdb(
 
     if direction not in ("v2t", "t2v"):
         raise ValueError(f"evaluate_regdb: direction must be 'v2t' or 't2v', got {direction!r}")
+    kw = dict(output=output, flip=flip, batch_size=batch_size, device=device, load=load_test_image, progress=progress)
     per_trial = []
     for trial in trials:
         model = model_for_trial(trial)
         v_img, v_pid = process_test_regdb(data_root, trial=trial, modality="visible")
         t_img, t_pid = process_test_regdb(data_root, trial=trial, modality="thermal")
-        kw = dict(
-            output=output,
-            flip=flip,
-            batch_size=batch_size,
-            device=device,
-            load=load_test_image,
-            progress=progress,
-        )
         v_feat = extract_features(model, v_img, 1, desc=f"visible trial {trial}", **kw)
         t_feat = extract_features(model, t_img, 2, desc=f"thermal trial {trial}", **kw)
         if direction == "v2t":
