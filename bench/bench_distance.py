@@ -4,6 +4,7 @@ NumPy port (bench/baselines/classic_jaccard.py), measured in the same run.
     python bench/bench_distance.py                               # CPU: N = 2k, 5k, 10k, 20k, D = 2048
     python bench/bench_distance.py --sizes 2000                  # the short run
     python bench/bench_distance.py --device cuda --sizes 34000,100000,200000,1000000 --no-baseline
+    python bench/bench_distance.py --candidates bf16,fp64 --noise 0.3     # kNN tiers, tighter identities
 
 Each (implementation, N) runs in its own process, so peak RSS (and on CUDA peak GPU memory) belongs
 to that run alone. Ours is the sparse path (max_distance = eps, what DBSCAN needs); the port builds
@@ -22,23 +23,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def features(n: int, d: int, seed: int = 0):
-    """Clustered unit features: about 20 samples per identity around random centres."""
+def features(n: int, d: int, seed: int = 0, noise: float = 0.8):
+    """Clustered unit features: about 20 samples per identity around random centres (smaller noise,
+    tighter identities)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(max(1, n // 20), d, generator=g)
-    x = centres[torch.randint(0, centres.shape[0], (n,), generator=g)] + 0.8 * torch.randn(n, d, generator=g)
+    x = centres[torch.randint(0, centres.shape[0], (n,), generator=g)] + noise * torch.randn(n, d, generator=g)
     return torch.nn.functional.normalize(x, dim=1)
 
 
-def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out) -> None:
+def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, candidates: str, noise: float, out) -> None:
     import torch
     from _report import peak_rss_gb
 
     from uvireid_ext.ops import op
 
-    x = features(n, d).to(device)
+    x = features(n, d, noise=noise).to(device)
     zeros = torch.zeros(n, dtype=torch.int64, device=device)
 
     def sync() -> float:
@@ -48,12 +50,12 @@ def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out) -> 
 
     if device == "cuda":  # warm-up: CUDA context, cuBLAS handles, allocator
         small = x[: min(n, 2048)]
-        r, rd = op("knn")(small, k1)
+        r, rd = op("knn")(small, k1, candidates)
         v = op("k_reciprocal_encode")(small, r, rd, k1)
         op("jaccard_sparse")(*op("query_expansion")(*v, r, zeros[: len(small)], zeros[: len(small)], k2, k2), eps)
         torch.cuda.reset_peak_memory_stats()
     t0 = sync()
-    rank, rank_dist = op("knn")(x, k1)
+    rank, rank_dist = op("knn")(x, k1, candidates)
     t1 = sync()
     v = op("k_reciprocal_encode")(x, rank, rank_dist, k1)
     t2 = sync()
@@ -69,11 +71,11 @@ def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, out) -> 
     ))
 
 
-def run_classic(n: int, d: int, k1: int, k2: int, out) -> None:
+def run_classic(n: int, d: int, k1: int, k2: int, noise: float, out) -> None:
     from _report import peak_rss_gb
     from baselines.classic_jaccard import encode, expand, initial_rank, jaccard
 
-    x = features(n, d).numpy()
+    x = features(n, d, noise=noise).numpy()
     t0 = time.perf_counter()
     rank = initial_rank(x, k1)
     t1 = time.perf_counter()
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k1", type=int, default=30)
     p.add_argument("--k2", type=int, default=6)
     p.add_argument("--eps", type=float, default=0.6)
+    p.add_argument("--candidates", default="bf16", help="knn candidate tiers to time, comma separated (bf16,fp64)")
+    p.add_argument("--noise", type=float, default=0.8, help="feature noise around identity centres")
     p.add_argument("--no-baseline", action="store_true", help="skip the classic port (large N)")
     args = p.parse_args(argv)
 
@@ -102,25 +106,28 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        ours = in_process(run_ours, n, args.dim, args.k1, args.k2, args.eps, args.device)
-        after_knn = ours["encode_s"] + ours["expand_s"] + ours["jaccard_s"]
-        row = dict(N=n, D=args.dim, knn_s=round(ours["knn_s"], 3), encode_s=round(ours["encode_s"], 3),
-                   expand_s=round(ours["expand_s"], 3), jaccard_s=round(ours["jaccard_s"], 3),
-                   after_knn_s=round(after_knn, 3), total_s=round(after_knn + ours["knn_s"], 3),
-                   peak_rss_gb=round(ours["peak_rss_gb"], 2), nnz_per_row=round(ours["nnz_qe"] / n, 1),
-                   pairs_within_eps_per_row=round(ours["nnz_out"] / n, 1))
-        if ours["peak_gpu_gb"] is not None:
-            row["peak_gpu_gb"] = round(ours["peak_gpu_gb"], 2)
-        if not args.no_baseline:
-            c = in_process(run_classic, n, args.dim, args.k1, args.k2)
-            c_after = c["encode_s"] + c["expand_s"] + c["jaccard_s"]
-            row.update(classic_knn_s=round(c["knn_s"], 3), classic_after_knn_s=round(c_after, 3),
-                       classic_peak_rss_gb=round(c["peak_rss_gb"], 2),
-                       speedup_after_knn=round(c_after / after_knn, 1),
-                       speedup_total=round((c_after + c["knn_s"]) / (after_knn + ours["knn_s"]), 2),
-                       memory_ratio=round(c["peak_rss_gb"] / ours["peak_rss_gb"], 1))
-        rows.append(row)
-        print(row, flush=True)
+        for t, candidates in enumerate(args.candidates.split(",")):
+            ours = in_process(run_ours, n, args.dim, args.k1, args.k2, args.eps, args.device, candidates, args.noise)
+            after_knn = ours["encode_s"] + ours["expand_s"] + ours["jaccard_s"]
+            row = dict(N=n, D=args.dim, noise=args.noise, candidates=candidates, knn_s=round(ours["knn_s"], 3),
+                       encode_s=round(ours["encode_s"], 3), expand_s=round(ours["expand_s"], 3),
+                       jaccard_s=round(ours["jaccard_s"], 3), after_knn_s=round(after_knn, 3),
+                       total_s=round(after_knn + ours["knn_s"], 3), peak_rss_gb=round(ours["peak_rss_gb"], 2),
+                       nnz_per_row=round(ours["nnz_qe"] / n, 1),
+                       pairs_within_eps_per_row=round(ours["nnz_out"] / n, 1))
+            if ours["peak_gpu_gb"] is not None:
+                row["peak_gpu_gb"] = round(ours["peak_gpu_gb"], 2)
+            if not args.no_baseline:
+                if t == 0:
+                    c = in_process(run_classic, n, args.dim, args.k1, args.k2, args.noise)
+                c_after = c["encode_s"] + c["expand_s"] + c["jaccard_s"]
+                row.update(classic_knn_s=round(c["knn_s"], 3), classic_after_knn_s=round(c_after, 3),
+                           classic_peak_rss_gb=round(c["peak_rss_gb"], 2),
+                           speedup_after_knn=round(c_after / after_knn, 1),
+                           speedup_total=round((c_after + c["knn_s"]) / (after_knn + ours["knn_s"]), 2),
+                           memory_ratio=round(c["peak_rss_gb"] / ours["peak_rss_gb"], 1))
+            rows.append(row)
+            print(row, flush=True)
     columns = list(rows[0].keys())
     print(write("distance", args.device, rows, columns))
     return 0

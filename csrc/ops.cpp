@@ -17,8 +17,9 @@ extern "C" PyObject* PyInit__C(void) {
 STABLE_TORCH_LIBRARY(uvireid_ext, m) {
   // ---- distances: kNN, k-reciprocal encoding, query expansion, Jaccard (csrc/*/distance*) ----
   // knn: [N, D] float -> (indices [N, k] int64, squared distances [N, k] float32), self included,
-  // ties to the lower index.
-  m.def("knn(Tensor x, int k) -> (Tensor, Tensor)");
+  // ties to the lower index. candidates: the GEMM tier that proposes candidates ("bf16": fast, its
+  // unproven rows retried in fp64; "fp64"); the result is the same either way.
+  m.def("knn(Tensor x, int k, str candidates=\"bf16\") -> (Tensor, Tensor)");
   // k-reciprocal encoding V as CSR (crow [N+1], col [nnz], val [nnz]); rank = knn indices [N, >=k1];
   // rank_dist = knn's squared distances (optional: dot products of ranked pairs come from them).
   m.def("k_reciprocal_encode(Tensor x, Tensor rank, Tensor? rank_dist, int k1) -> (Tensor, Tensor, Tensor)");

@@ -53,26 +53,73 @@ def csr_pairs(m: torch.Tensor) -> dict[tuple[int, int], float]:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("candidates", ["bf16", "fp64"])
 @pytest.mark.parametrize("make", [lambda: clustered(150, 24, 8), lambda: with_duplicates(clustered(150, 24, 8)),
                                   lambda: grid_points(120)])
-def test_knn_matches_reference(device, make):
+def test_knn_matches_reference(device, candidates, make):
     x = make()
     for k in (1, 7, 40):
-        idx, dist = U.knn(x.to(device), k)
+        idx, dist = U.knn(x.to(device), k, candidates=candidates)
         ridx, rdist = R.knn_ref(x, k)
         assert torch.equal(idx.cpu(), ridx)
         torch.testing.assert_close(dist.cpu(), rdist, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_knn_exact_when_candidates_cannot_be_proven(device):
-    # 80 copies of one row: the GEMM candidate margin cannot separate the ties, the exact path must.
+@pytest.mark.parametrize("candidates", ["bf16", "fp64"])
+def test_knn_exact_when_candidates_cannot_be_proven(device, candidates):
+    # 80 copies of one row: no GEMM bound separates the ties, the exact ranking of whole rows must.
     x = clustered(200, 16, 5)
     x[100:180] = x[0]
-    idx, dist = U.knn(x.to(device), 30)
+    idx, dist = U.knn(x.to(device), 30, candidates=candidates)
     ridx, rdist = R.knn_ref(x, 30)
     assert torch.equal(idx.cpu(), ridx)
     assert torch.equal(idx[0].cpu(), torch.cat([torch.tensor([0]), torch.arange(100, 129)]))
+
+
+def near_duplicates(n: int = 160, d: int = 64, spread: float = 1e-3) -> torch.Tensor:
+    """Tight groups: distances within a group (~1e-6) far below the bf16 tier's error bound (~1e-2),
+    so that tier proves no row and the fp64 tier has to."""
+    g = torch.Generator().manual_seed(3)
+    centres = torch.nn.functional.normalize(torch.randn(4, d, generator=g), dim=1)
+    return centres[torch.arange(n) % 4] + spread * torch.randn(n, d, generator=g)
+
+
+def scaled(scale: float) -> torch.Tensor:
+    return clustered(120, 24, 6) * scale
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("make", [near_duplicates, lambda: near_duplicates(spread=1e-6),
+                                  lambda: scaled(1e-25), lambda: scaled(1e-40), lambda: scaled(1e18),
+                                  lambda: scaled(3e37), lambda: scaled(1.5e38)],
+                         ids=["tight", "tighter", "tiny", "subnormal", "huge", "overflowing-gemm", "near-max"])
+def test_knn_exact_at_extremes(device, make):
+    """Rows the bf16 bound cannot settle (tight groups; products that underflow or overflow in a
+    float32 GEMM; values that round to Inf in bf16) still get the exact ranking."""
+    x = make()
+    assert torch.isfinite(x).all()
+    ridx, rdist = R.knn_ref(x, 12)
+    for candidates in ("bf16", "fp64"):
+        idx, dist = U.knn(x.to(device), 12, candidates=candidates)
+        assert torch.equal(idx.cpu(), ridx), candidates
+        torch.testing.assert_close(dist.cpu(), rdist, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_knn_exact_under_reduced_matmul_precision(device, precision):
+    """The bf16 tier multiplies bf16 values, which TF32 and bf16 matmul modes represent exactly, so
+    torch's float32 matmul precision setting cannot change the result."""
+    x = torch.cat([clustered(300, 512, 10, noise=0.3), near_duplicates(60, 512)])
+    ridx, _ = R.knn_ref(x, 20)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        idx, _ = U.knn(x.to(device), 20)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert torch.equal(idx.cpu(), ridx)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -104,6 +151,10 @@ def test_knn_bad_input(device):
         U.knn(x, 2)
     with pytest.raises(TypeError, match="knn: expected floating point features, got torch.int64"):
         U.knn(torch.ones(3, 2, dtype=torch.int64, device=device), 1)
+    with pytest.raises(RuntimeError, match="knn: candidates must be one of 'bf16', 'fp64', got 'fp16'"):
+        op("knn")(x, 2, "fp16")
+    with pytest.raises(ValueError, match="knn: candidates must be 'bf16' or 'fp64', got 'tf32'"):
+        U.knn(x, 2, candidates="tf32")
 
 
 # ---------------------------------------------------------------------------------- encoding

@@ -1,4 +1,4 @@
-// ATen ops the stable headers do not wrap (topk, stable sort, cumsum), called through the stable
+// ATen ops the stable headers do not wrap (topk, stable sort, cumsum, mm with an output dtype), called through the stable
 // dispatcher so they run on whatever device their input lives on.
 #pragma once
 
@@ -29,6 +29,15 @@ inline std::pair<Tensor, Tensor> sort_stable(const Tensor& t) {
   std::array<StableIValue, 4> stack{from(t), from(std::optional<bool>(true)), from(int64_t{-1}), from(false)};
   STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::sort", "stable", stack.data(), TORCH_ABI_VERSION));
   return {to<Tensor>(stack[0]), to<Tensor>(stack[1])};
+}
+
+// a @ b with float32 output (aten::mm.dtype: for bf16 inputs, float32 accumulation on tensor cores);
+// nullopt where the overload is missing (older torch) or refuses these inputs.
+inline std::optional<Tensor> mm_float(const Tensor& a, const Tensor& b) {
+  std::array<StableIValue, 3> stack{from(a), from(b), from(torch::headeronly::ScalarType::Float)};
+  if (torch_call_dispatcher("aten::mm", "dtype", stack.data(), TORCH_ABI_VERSION) != AOTI_TORCH_SUCCESS)
+    return std::nullopt;
+  return to<Tensor>(stack[0]);
 }
 
 // Inclusive cumulative sum of a 1-D tensor, as int64.

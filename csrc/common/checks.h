@@ -6,6 +6,7 @@
 #include <torch/headeronly/core/ScalarType.h>
 #include <torch/headeronly/util/Exception.h>
 
+#include <initializer_list>
 #include <string>
 
 namespace uvireid {
@@ -56,6 +57,19 @@ inline void check_contiguous(const char* op, const char* arg, const Tensor& t) {
 inline void check_neighbours(const char* op, const char* arg, int64_t k, int64_t n) {
   STD_TORCH_CHECK(k >= 1, op, ": ", arg, " must be >= 1, got ", k);
   STD_TORCH_CHECK(n == 0 || k <= n, op, ": ", arg, " = ", k, " exceeds the number of rows N = ", n);
+}
+
+// A string argument that must be one of `choices`; returns its position among them.
+inline size_t check_choice(const char* op, const char* arg, const std::string& value,
+                           std::initializer_list<const char*> choices) {
+  size_t at = 0;
+  std::string names;
+  for (const char* c : choices) {
+    if (value == c) return at;
+    names += (at++ ? ", '" : "'") + std::string(c) + "'";
+  }
+  STD_TORCH_CHECK(false, op, ": ", arg, " must be one of ", names, ", got '", value, "'");
+  return 0;
 }
 
 }  // namespace uvireid

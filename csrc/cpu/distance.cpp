@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -79,42 +80,52 @@ void check_rank(const char* op, const Tensor& rank, int64_t n, int64_t min_cols,
 
 // ---------------------------------------------------------------------------------------------- knn
 
-std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
-  const char* op = "knn";
-  x = checked_features(op, x);
-  const int64_t n = x.size(0), dim = x.size(1);
-  check_neighbours(op, "k", k, n);
-  Tensor idx = empty_cpu({n, k}, ScalarType::Long);
-  Tensor dist = empty_cpu({n, k}, ScalarType::Float);
-  if (n == 0) return {idx, dist};
-  const float* xp = x.const_data_ptr<float>();
+// Norms a tier's error bound needs, per row: |x|, |h|, |l| for the split x = h + l it multiplies.
+struct SplitNorms {
+  const double* x;
+  const double* h;
+  const double* l;
+};
 
-  std::vector<double> sq(n);
-  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) sq[i] = dot(xp + i * dim, xp + i * dim, dim);
-  });
-  // Candidates from an fp32 GEMM (u = 2^-24), then re-measured exactly (see candidates_proven).
-  const double u = std::ldexp(1.0, -24);
-  const int64_t cand = std::min<int64_t>(n, k + std::max<int64_t>(16, k / 2));
+// Rows [r0, r0 + rb) of `rows` (all rows when null) of a [n, D] matrix, as a new [rb, D] matrix.
+template <class T>
+Tensor gather_rows(Tensor m, const std::vector<int64_t>* rows, int64_t r0, int64_t rb) {
+  if (rows == nullptr) return torch::stable::narrow(m, 0, r0, rb);
+  const int64_t dim = m.size(1);
+  Tensor out = empty_cpu({rb, dim}, m.scalar_type());
+  const T* src = m.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  for (int64_t r = 0; r < rb; ++r) std::copy_n(src + (*rows)[r0 + r] * dim, dim, dst + r * dim);
+  return out;
+}
 
-  int64_t* ip = idx.mutable_data_ptr<int64_t>();
-  float* dp = dist.mutable_data_ptr<float>();
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 23) / n));
-  Tensor xt = torch::stable::transpose(x, 0, 1);
-  for (int64_t r0 = 0; r0 < n; r0 += block) {
-    const int64_t rb = std::min(block, n - r0);
-    Tensor g = torch::stable::contiguous(torch::stable::matmul(torch::stable::narrow(x, 0, r0, rb), xt));
-    const float* gp = g.const_data_ptr<float>();
+// One candidate tier over `rows` (every row when null): GEMM of those rows of h against all of h, the
+// `cand` smallest lower bounds per row, their exact keys, the top k written when the bound proves
+// them (see kernels/distance.cuh); returns the rows it could not prove.
+template <class T>
+std::vector<int64_t> knn_tier(const float* xp, int64_t n, int64_t dim, int64_t k, const Tensor& h,
+                              const std::vector<int64_t>* rows, const double* sq, SplitNorms nrm, TierBound tb,
+                              int64_t cand, int64_t* ip, float* dp) {
+  const int64_t total = rows ? static_cast<int64_t>(rows->size()) : n;
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, (int64_t{1} << 23) / n));
+  std::vector<char> unproven(total, 0);
+  Tensor ht = torch::stable::transpose(h, 0, 1);
+  for (int64_t r0 = 0; r0 < total; r0 += block) {
+    const int64_t rb = std::min(block, total - r0);
+    Tensor g = torch::stable::contiguous(torch::stable::matmul(gather_rows<T>(h, rows, r0, rb), ht));
+    const T* gp = g.const_data_ptr<T>();
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
-      std::vector<std::pair<double, int64_t>> heap;
-      std::vector<std::pair<double, int64_t>> exact;
+      std::vector<std::pair<double, int64_t>> heap, exact;
       heap.reserve(cand + 1);
       for (int64_t r = b; r < e; ++r) {
-        const int64_t i = r0 + r;
+        const int64_t i = rows ? (*rows)[r0 + r] : r0 + r;
         heap.clear();
-        // max-heap of the `cand` smallest (approx distance, index)
+        // max-heap of the `cand` smallest (lower bound, index)
         for (int64_t j = 0; j < n; ++j) {
-          const std::pair<double, int64_t> item{sq[i] + sq[j] - 2.0 * static_cast<double>(gp[r * n + j]), j};
+          const std::pair<double, int64_t> item{
+              distance_lower_bound(static_cast<double>(gp[r * n + j]), sq[i], sq[j], nrm.x[i], nrm.h[i], nrm.l[i],
+                                   nrm.x[j], nrm.h[j], nrm.l[j], tb),
+              j};
           if (static_cast<int64_t>(heap.size()) < cand) {
             heap.push_back(item);
             std::push_heap(heap.begin(), heap.end());
@@ -124,17 +135,13 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
             std::push_heap(heap.begin(), heap.end());
           }
         }
-        const double last_approx = heap.front().first;
         exact.clear();
-        for (const auto& h : heap)
-          exact.emplace_back(squared_distance(xp + i * dim, xp + h.second * dim, dim), h.second);
+        for (const auto& c : heap)
+          exact.emplace_back(squared_distance(xp + i * dim, xp + c.second * dim, dim), c.second);
         std::sort(exact.begin(), exact.end());
-        const double tau = exact[k - 1].first;
-        if (cand < n && !candidates_proven(last_approx, tau, sq[i], dim, u)) {
-          // The candidate set cannot be proven to hold the top k: rank every row exactly.
-          exact.clear();
-          for (int64_t j = 0; j < n; ++j) exact.emplace_back(squared_distance(xp + i * dim, xp + j * dim, dim), j);
-          std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
+        if (cand < n && !candidates_proven(heap.front().first, exact[k - 1].first)) {
+          unproven[r0 + r] = 1;
+          continue;
         }
         for (int64_t t = 0; t < k; ++t) {
           ip[i * k + t] = exact[t].second;
@@ -143,6 +150,78 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k) {
       }
     });
   }
+  std::vector<int64_t> left;
+  for (int64_t t = 0; t < total; ++t)
+    if (unproven[t]) left.push_back(rows ? (*rows)[t] : t);
+  return left;
+}
+
+std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) {
+  const char* op = "knn";
+  const Tier first = check_choice(op, "candidates", candidates, {"bf16", "fp64"}) == 0 ? Tier::Bf16 : Tier::Fp64;
+  x = checked_features(op, x);
+  const int64_t n = x.size(0), dim = x.size(1);
+  check_neighbours(op, "k", k, n);
+  Tensor idx = empty_cpu({n, k}, ScalarType::Long);
+  Tensor dist = empty_cpu({n, k}, ScalarType::Float);
+  if (n == 0) return {idx, dist};
+  const float* xp = x.const_data_ptr<float>();
+  int64_t* ip = idx.mutable_data_ptr<int64_t>();
+  float* dp = dist.mutable_data_ptr<float>();
+
+  std::vector<double> sq(n), nx(n), zeros(n, 0.0);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      sq[i] = dot(xp + i * dim, xp + i * dim, dim);
+      nx[i] = std::sqrt(sq[i]);
+    }
+  });
+  // Tiers: bf16 GEMM for every row, fp64 GEMM for the rows it cannot prove, an exact ranking of the
+  // whole row for what is left (many exact ties).
+  std::vector<int64_t> left;
+  const std::vector<int64_t>* rows = nullptr;  // null: every row
+  if (first == Tier::Bf16) {
+    Tensor h = empty_cpu({n, dim}, ScalarType::Float);
+    float* hp = h.mutable_data_ptr<float>();
+    std::vector<double> nh(n), nl(n);
+    torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        double sh = 0.0, sl = 0.0;
+        for (int64_t d = 0; d < dim; ++d) {
+          const float v = xp[i * dim + d], r = round_to_bf16(v);
+          const double lo = static_cast<double>(v) - static_cast<double>(r);
+          hp[i * dim + d] = r;
+          sh += static_cast<double>(r) * r;
+          sl += lo * lo;
+        }
+        nh[i] = std::sqrt(sh);
+        nl[i] = std::sqrt(sl);
+      }
+    });
+    left = knn_tier<float>(xp, n, dim, k, h, nullptr, sq.data(), {nx.data(), nh.data(), nl.data()},
+                           tier_bound(Tier::Bf16, dim), tier_candidates(Tier::Bf16, k, n), ip, dp);
+    rows = &left;
+  }
+  if (rows == nullptr || !rows->empty()) {
+    Tensor xd = empty_cpu({n, dim}, ScalarType::Double);
+    double* xdp = xd.mutable_data_ptr<double>();
+    torch::stable::parallel_for(0, n * dim, 1 << 16, [&](int64_t b, int64_t e) { std::copy(xp + b, xp + e, xdp + b); });
+    left = knn_tier<double>(xp, n, dim, k, xd, rows, sq.data(), {nx.data(), nx.data(), zeros.data()},
+                            tier_bound(Tier::Fp64, dim), tier_candidates(Tier::Fp64, k, n), ip, dp);
+  }
+  torch::stable::parallel_for(0, static_cast<int64_t>(left.size()), 1, [&](int64_t b, int64_t e) {
+    std::vector<std::pair<double, int64_t>> exact;
+    for (int64_t f = b; f < e; ++f) {
+      const int64_t i = left[f];
+      exact.clear();
+      for (int64_t j = 0; j < n; ++j) exact.emplace_back(squared_distance(xp + i * dim, xp + j * dim, dim), j);
+      std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
+      for (int64_t t = 0; t < k; ++t) {
+        ip[i * k + t] = exact[t].second;
+        dp[i * k + t] = static_cast<float>(exact[t].first);
+      }
+    }
+  });
   return {idx, dist};
 }
 

@@ -7,6 +7,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
+#include <atomic>
 #include <initializer_list>
 #include <optional>
 #include <utility>
@@ -162,8 +163,92 @@ Tensor crow_from_counts(const Tensor& counts32, int64_t n, cudaStream_t stream) 
 
 // ---------------------------------------------------------------------------------------------- knn
 
-std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
+// Device copy of a host index list (synchronised: the host vector may go right after).
+Tensor rows_to_device(const std::vector<int64_t>& rows, const Tensor& like, cudaStream_t stream) {
+  Tensor out = new_tensor(like, {std::max<int64_t>(1, static_cast<int64_t>(rows.size()))}, ScalarType::Long);
+  if (!rows.empty())
+    UVIREID_CUDA_CHECK(cudaMemcpyAsync(out.mutable_data_ptr<int64_t>(), rows.data(), rows.size() * sizeof(int64_t),
+                                       cudaMemcpyHostToDevice, stream));
+  UVIREID_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return out;
+}
+
+// The GEMM of one block of a candidate tier: bf16 rows through aten::mm.dtype (float32 output), or,
+// where that overload is missing, float32 copies of the same values (exact in TF32 too); float64
+// rows through matmul.
+std::atomic<bool> mm_dtype_works{true};  // cleared, once per process, when aten::mm.dtype refuses
+
+struct TierGemm {
+  Tensor h, ht;  // [n, D] bf16 or float64, and its transpose
+  bool bf16 = false;
+  Tensor hft;    // transposed float32 copy of h, made on the first fallback
+  Tensor operator()(const Tensor& a) {
+    if (!bf16) return torch::stable::matmul(a, ht);
+    if (mm_dtype_works) {
+      if (std::optional<Tensor> g = aten::mm_float(a, ht)) return *g;
+      mm_dtype_works = false;
+    }
+    if (!hft.defined()) hft = torch::stable::transpose(torch::stable::to(h, ScalarType::Float), 0, 1);
+    return torch::stable::matmul(torch::stable::to(a, ScalarType::Float), hft);
+  }
+};
+
+// One candidate tier over the rows listed in `rows` (every row when null; `total` of them): per
+// block, the GEMM, lower bounds, the `cand` smallest, their exact keys, and the top k written where
+// the bound proves them (kernels/distance.cuh). Returns the rows it could not prove.
+std::vector<int64_t> knn_tier_cuda(const Tensor& x, TierGemm& gemm, const int64_t* rows, int64_t total,
+                                   const double* sq, SplitNorms nrm, TierBound tb, int64_t cand, int64_t k,
+                                   Tensor& idx, Tensor& dist, cudaStream_t stream) {
+  const int64_t n = x.size(0), dim = x.size(1);
+  const size_t gbytes = gemm.bf16 ? sizeof(float) : sizeof(double);
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, kScratchBytes / static_cast<int64_t>(gbytes) / n));
+  Tensor flags = new_zeros(x, {n}, ScalarType::Int);
+  Tensor h = gemm.h;
+  for (int64_t r0 = 0; r0 < total; r0 += block) {
+    const int64_t rb = std::min(block, total - r0);
+    Tensor a = torch::stable::narrow(h, 0, r0, rb);
+    if (rows != nullptr) {
+      a = new_tensor(h, {rb, dim}, h.scalar_type());
+      if (gemm.bf16)
+        launch(gather_rows_kernel<uint16_t>, grid_for(rb * dim, kThreads), kThreads, stream,
+               static_cast<const uint16_t*>(h.data_ptr()), dim, rows, r0, rb, static_cast<uint16_t*>(a.data_ptr()));
+      else
+        launch(gather_rows_kernel<double>, grid_for(rb * dim, kThreads), kThreads, stream, h.const_data_ptr<double>(),
+               dim, rows, r0, rb, a.mutable_data_ptr<double>());
+    }
+    Tensor g = torch::stable::contiguous(gemm(a));
+    const dim3 grid(grid_for(n, kThreads, 1024), static_cast<unsigned int>(std::min<int64_t>(rb, 65535)));
+    if (gemm.bf16)
+      lower_bound_kernel<float><<<grid, kThreads, 0, stream>>>(g.mutable_data_ptr<float>(), rows, r0, rb, n, sq, nrm, tb);
+    else
+      lower_bound_kernel<double><<<grid, kThreads, 0, stream>>>(g.mutable_data_ptr<double>(), rows, r0, rb, n, sq, nrm,
+                                                                tb);
+    UVIREID_LAUNCH_CHECK();
+    auto [bound, cidx] = aten::topk_smallest(g, cand);
+    bound = torch::stable::contiguous(bound);
+    cidx = torch::stable::contiguous(cidx);
+    Tensor exact = new_tensor(x, {rb, cand}, ScalarType::Double);
+    launch(exact_candidates_kernel, warp_grid(rb * cand), kThreads, stream, x.const_data_ptr<float>(), dim,
+           cidx.const_data_ptr<int64_t>(), rows, r0, rb, cand, exact.mutable_data_ptr<double>());
+    if (gemm.bf16)
+      launch(select_candidates_kernel<float>, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
+             cidx.mutable_data_ptr<int64_t>(), bound.const_data_ptr<float>(), rows, r0, rb, cand, k, n,
+             idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
+    else
+      launch(select_candidates_kernel<double>, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
+             cidx.mutable_data_ptr<int64_t>(), bound.const_data_ptr<double>(), rows, r0, rb, cand, k, n,
+             idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
+  }
+  std::vector<int32_t> host_flags = to_host_all<int32_t>(flags, stream);
+  std::vector<int64_t> left;
+  for (int64_t i = 0; i < n; ++i)
+    if (host_flags[i]) left.push_back(i);
+  return left;
+}
+
+std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k, std::string candidates) {
   const char* op = "knn";
+  const Tier first = check_choice(op, "candidates", candidates, {"bf16", "fp64"}) == 0 ? Tier::Bf16 : Tier::Fp64;
   DeviceGuard guard(x.get_device_index());
   cudaStream_t stream = current_stream(x.get_device_index());
   x = torch::stable::contiguous(x);
@@ -175,43 +260,43 @@ std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
   Tensor dist = new_tensor(x, {n, k}, ScalarType::Float);
   if (n == 0) return {idx, dist};
   const float* xp = x.const_data_ptr<float>();
+  Tensor norms = new_zeros(x, {3, n}, ScalarType::Double);  // sq, |x|, and zeros (|l| of the fp64 tier)
+  double* sq = norms.mutable_data_ptr<double>();
+  double* nx = sq + n;
+  launch(row_norms_kernel, warp_grid(n), kThreads, stream, xp, n, dim, sq, nx);
 
-  // Candidates come from a float64 GEMM (tensor-core DGEMM), whose error bound is tiny, then every
-  // candidate is re-measured exactly; rows the bound cannot settle are ranked exactly in full.
-  Tensor xd = new_tensor(x, {n, dim}, ScalarType::Double);
-  launch(to_double_kernel, grid_for(n * dim, kThreads), kThreads, stream, xp, xd.mutable_data_ptr<double>(), n * dim);
-  Tensor sq = new_tensor(x, {n}, ScalarType::Double);
-  launch(row_norms_kernel, warp_grid(n), kThreads, stream, xp, n, dim, sq.mutable_data_ptr<double>());
-  const double u = std::ldexp(1.0, -53);
-  const int64_t cand = std::min<int64_t>(n, k + std::max<int64_t>(16, k / 2));
-  Tensor flags = new_zeros(x, {n}, ScalarType::Int);
-  Tensor xdt = torch::stable::transpose(xd, 0, 1);
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, kScratchBytes / 8 / n));
-  for (int64_t r0 = 0; r0 < n; r0 += block) {
-    const int64_t rb = std::min(block, n - r0);
-    Tensor g = torch::stable::contiguous(torch::stable::matmul(torch::stable::narrow(xd, 0, r0, rb), xdt));
-    launch(approx_distance_kernel, grid_for(rb * n, kThreads), kThreads, stream, g.mutable_data_ptr<double>(),
-           sq.const_data_ptr<double>(), r0, rb, n);
-    auto [approx, cidx] = aten::topk_smallest(g, cand);
-    approx = torch::stable::contiguous(approx);
-    cidx = torch::stable::contiguous(cidx);
-    Tensor exact = new_tensor(x, {rb, cand}, ScalarType::Double);
-    launch(exact_candidates_kernel, warp_grid(rb * cand), kThreads, stream, xp, dim, cidx.const_data_ptr<int64_t>(),
-           r0, rb, cand, exact.mutable_data_ptr<double>());
-    launch(select_candidates_kernel, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
-           cidx.mutable_data_ptr<int64_t>(), approx.const_data_ptr<double>(), r0, rb, cand, k, n,
-           sq.const_data_ptr<double>(), dim, u, idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
+  // Tiers: bf16 GEMM for every row, fp64 GEMM for the rows it cannot prove, an exact ranking of the
+  // whole row for what is left (many exact ties).
+  std::vector<int64_t> left;
+  bool all_rows = true;
+  if (first == Tier::Bf16) {
+    TierGemm gemm;
+    gemm.bf16 = true;
+    gemm.h = new_tensor(x, {n, dim}, ScalarType::BFloat16);
+    gemm.ht = torch::stable::transpose(gemm.h, 0, 1);
+    Tensor split = new_tensor(x, {2, n}, ScalarType::Double);
+    double* nh = split.mutable_data_ptr<double>();
+    launch(split_bf16_kernel, warp_grid(n), kThreads, stream, xp, n, dim, static_cast<uint16_t*>(gemm.h.data_ptr()),
+           nh, nh + n);
+    left = knn_tier_cuda(x, gemm, nullptr, n, sq, {nx, nh, nh + n}, tier_bound(Tier::Bf16, dim),
+                         tier_candidates(Tier::Bf16, k, n), k, idx, dist, stream);
+    all_rows = false;
   }
-  std::vector<int32_t> host_flags = to_host_all<int32_t>(flags, stream);
-  std::vector<int64_t> redo;
-  for (int64_t i = 0; i < n; ++i)
-    if (host_flags[i]) redo.push_back(i);
+  if (all_rows || !left.empty()) {
+    TierGemm gemm;
+    gemm.h = new_tensor(x, {n, dim}, ScalarType::Double);
+    launch(to_double_kernel, grid_for(n * dim, kThreads), kThreads, stream, xp, gemm.h.mutable_data_ptr<double>(),
+           n * dim);
+    gemm.ht = torch::stable::transpose(gemm.h, 0, 1);
+    Tensor rows = rows_to_device(left, x, stream);
+    left = knn_tier_cuda(x, gemm, all_rows ? nullptr : rows.const_data_ptr<int64_t>(),
+                         all_rows ? n : static_cast<int64_t>(left.size()), sq, {nx, nx, nx + n},
+                         tier_bound(Tier::Fp64, dim), tier_candidates(Tier::Fp64, k, n), k, idx, dist, stream);
+  }
   const int64_t batch = std::max<int64_t>(1, kScratchBytes / 16 / n);
-  for (size_t f0 = 0; f0 < redo.size(); f0 += batch) {
-    const int64_t nf = std::min<int64_t>(batch, static_cast<int64_t>(redo.size() - f0));
-    Tensor rows = new_tensor(x, {nf}, ScalarType::Long);
-    UVIREID_CUDA_CHECK(cudaMemcpyAsync(rows.mutable_data_ptr<int64_t>(), redo.data() + f0, nf * sizeof(int64_t),
-                                       cudaMemcpyHostToDevice, stream));
+  for (size_t f0 = 0; f0 < left.size(); f0 += batch) {
+    const int64_t nf = std::min<int64_t>(batch, static_cast<int64_t>(left.size() - f0));
+    Tensor rows = rows_to_device(std::vector<int64_t>(left.begin() + f0, left.begin() + f0 + nf), x, stream);
     Tensor full = new_tensor(x, {nf, n}, ScalarType::Double);
     launch(exact_rows_kernel, warp_grid(nf * n), kThreads, stream, xp, dim, rows.const_data_ptr<int64_t>(), nf, n,
            full.mutable_data_ptr<double>());
@@ -219,7 +304,6 @@ std::tuple<Tensor, Tensor> knn_cuda(Tensor x, int64_t k) {
     launch(scatter_ranked_rows_kernel, grid_for(nf * k, kThreads), kThreads, stream, sorted.const_data_ptr<double>(),
            order.const_data_ptr<int64_t>(), rows.const_data_ptr<int64_t>(), nf, n, k, idx.mutable_data_ptr<int64_t>(),
            dist.mutable_data_ptr<float>());
-    UVIREID_CUDA_CHECK(cudaStreamSynchronize(stream));  // `redo` (host memory) must outlive the copy
   }
   return {idx, dist};
 }
@@ -254,7 +338,7 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cuda(Tensor x, Tensor ran
     rdp = rd.const_data_ptr<float>();
     if (n > 0)
       launch(row_norms_kernel, warp_grid(n), kThreads, stream, x.const_data_ptr<float>(), n, dim,
-             sq.mutable_data_ptr<double>());
+             sq.mutable_data_ptr<double>(), static_cast<double*>(nullptr));
   }
   Tensor r1 = new_tensor(x, {n, k1}, ScalarType::Int), rh = new_tensor(x, {n, k1}, ScalarType::Int);
   Tensor n1 = new_tensor(x, {n}, ScalarType::Int), nh = new_tensor(x, {n}, ScalarType::Int);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #ifdef __CUDACC__
 #define UVIREID_HD __host__ __device__ __forceinline__
@@ -190,15 +191,70 @@ UVIREID_HD bool ranked_dot(const int64_t* rank, const float* rank_dist, int64_t 
   return false;
 }
 
-// kNN candidates come from a GEMM whose every rounding has unit roundoff at most u. A row j with true
-// squared distance <= tau from x_i has |x_j| <= |x_i| + sqrt(tau), so its approximate distance
-// |x_i|^2 + |x_j|^2 - 2<x_i,x_j> is within gamma_{D+4} (2|x_i| + sqrt(tau))^2 of the truth. When the
-// largest candidate approximation exceeds tau by more than that, no other row can be in the top k.
-UVIREID_HD bool candidates_proven(double last_approx, double tau, double sq_i, int64_t D, double u) {
-  const double g = (D + 4) * u / (1.0 - (D + 4) * u);
-  const double r = 2.0 * sqrt(sq_i) + sqrt(tau > 0.0 ? tau : 0.0);
-  const double err = g * r * r * (1.0 + 1e-6) + 1e-300;
-  return last_approx - err > tau * (1.0 + 1e-12);
+// ------------------------------------------------------------------ kNN candidates and their proof
+// knn ranks candidates found by a fast GEMM and re-measures them with squared_distance (the "exact"
+// key). A GEMM pass (a "tier") sees each row through a split x = h + l. The bf16 tier multiplies
+// h = x rounded to bf16: products of bf16 values are exact in float32 and bf16 values are exact in
+// TF32, so any float32-accumulating matmul (tensor cores, TF32 or not) computes <h_i, h_j> to within
+// gamma |h_i||h_j|. The fp64 tier multiplies h = x itself (l = 0) in float64.
+
+// Candidate tier kinds, as the ops' `candidates` argument names them.
+enum class Tier { Bf16, Fp64 };
+
+// Error constants of a tier over D-dimensional rows. gamma: the GEMM's accumulation error relative to
+// sum_d |h_id h_jd| <= |h_i||h_j|, for any summation order, with unit roundoff u (2^-21 for float32
+// accumulation: four times IEEE's, because tensor cores may truncate instead of rounding). delta: the
+// float64 rounding of norms, of the approximation and of the exact key, relative to (|x_i| + |x_j|)^2.
+// tiny: products and partial sums a float32 GEMM may flush to zero (2^-126 each).
+struct TierBound {
+  double gamma, delta, tiny;
+};
+
+UVIREID_HD TierBound tier_bound(Tier tier, int64_t D) {
+  const double u = tier == Tier::Bf16 ? 4.76837158203125e-07 /* 2^-21 */ : 4.440892098500626e-16 /* 2^-51 */;
+  const double m = static_cast<double>(D + 4) * u;
+  const double eps64 = 2.220446049250313e-16;  // 2^-52
+  return {m / (1.0 - m), 8.0 * static_cast<double>(D + 8) * eps64,
+          tier == Tier::Bf16 ? 4.0 * static_cast<double>(D + 4) * 1.1754943508222875e-38 /* 2^-126 */ : 0.0};
+}
+
+// v rounded to bf16 (8 significand bits, round half to even), kept as a float. Subnormal results
+// become 0 (a GEMM may flush them; l = x - h then carries the value), and a value that would round
+// to infinity is truncated instead, so h stays finite.
+UVIREID_HD float round_to_bf16(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  if ((r & 0x7f800000u) == 0x7f800000u) r = u & 0xffff0000u;  // rounded up to Inf: truncate
+  if ((r & 0x7f800000u) == 0u) r &= 0x80000000u;              // subnormal: flush to (signed) zero
+  float h;
+  memcpy(&h, &r, sizeof h);
+  return h;
+}
+
+// A lower bound on the exact key of rows i and j, from g = the tier's GEMM value for <h_i, h_j>, the
+// float64 squared norms sq and the norms |x|, |h|, |l| of both rows:
+//   <x_i, x_j> - <h_i, h_j> = <h_i, l_j> + <l_i, x_j>, at most |h_i||l_j| + |l_i||x_j| (Cauchy-Schwarz);
+//   |g - <h_i, h_j>| <= gamma |h_i||h_j| + tiny.
+// Anything not finite becomes -Inf, which keeps j among the candidates (the proof then fails and the
+// row goes to the next tier) instead of wrongly excluding it.
+UVIREID_HD double distance_lower_bound(double g, double sq_i, double sq_j, double nx_i, double nh_i, double nl_i,
+                                       double nx_j, double nh_j, double nl_j, const TierBound& b) {
+  const double err = 2.0 * (nh_i * nl_j + nl_i * nx_j + b.gamma * nh_i * nh_j + b.tiny) +
+                     b.delta * (nx_i + nx_j) * (nx_i + nx_j);
+  const double lower = sq_i + sq_j - 2.0 * g - err;
+  return (lower - lower == 0.0) ? lower : -HUGE_VAL;  // x - x == 0 only for finite x
+}
+
+// The candidate set S (the `cand` smallest lower bounds of a row, largest bound_max) holds the row's
+// true top k when bound_max > tau, the k-th smallest exact key within S: every row outside S has an
+// exact key >= its lower bound >= bound_max > tau, so it ranks after all k (ties included).
+UVIREID_HD bool candidates_proven(double bound_max, double tau) { return bound_max > tau; }
+
+// Candidates per row a tier keeps: the bf16 bound is loose (about 1% of |x_i||x_j|), so it takes more.
+UVIREID_HD int64_t tier_candidates(Tier tier, int64_t k, int64_t n) {
+  const int64_t c = tier == Tier::Bf16 ? 2 * k + 16 : k + (k / 2 > 16 ? k / 2 : 16);
+  return c < n ? c : n;
 }
 
 // Ordering of kNN candidates: by distance, ties to the lower index.

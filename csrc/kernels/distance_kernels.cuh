@@ -93,40 +93,98 @@ __global__ void to_double_kernel(const float* x, double* y, int64_t count) {
   for (int64_t p = thread_id(); p < count; p += thread_count()) y[p] = x[p];
 }
 
-// sq[i] = |x_i|^2 (double).
-__global__ void row_norms_kernel(const float* x, int64_t n, int64_t D, double* sq) {
+// sq[i] = |x_i|^2 (double), and nx[i] = |x_i| when nx is given.
+__global__ void row_norms_kernel(const float* x, int64_t n, int64_t D, double* sq, double* nx) {
   for (int64_t i = warp_id(); i < n; i += warp_count()) {
     const double s = warp_dot(x + i * D, x + i * D, D);
-    if (lane() == 0) sq[i] = s;
+    if (lane() == 0) {
+      sq[i] = s;
+      if (nx != nullptr) nx[i] = sqrt(s);
+    }
   }
 }
 
-// g[r, j] <- |x_{r0+r}|^2 + |x_j|^2 - 2 g[r, j]: approximate squared distances from the GEMM.
-__global__ void approx_distance_kernel(double* g, const double* sq, int64_t r0, int64_t rb, int64_t n) {
-  for (int64_t p = thread_id(); p < rb * n; p += thread_count()) g[p] = sq[r0 + p / n] + sq[p % n] - 2.0 * g[p];
+// The bf16 tier's split x = h + l: h as raw bf16 bits (round_to_bf16), nh[i] = |h_i|, nl[i] = |l_i|.
+__global__ void split_bf16_kernel(const float* x, int64_t n, int64_t D, uint16_t* h, double* nh, double* nl) {
+  for (int64_t i = warp_id(); i < n; i += warp_count()) {
+    double sh = 0.0, sl = 0.0;
+    for (int64_t d = lane(); d < D; d += kWarp) {
+      const float v = x[i * D + d], r = round_to_bf16(v);
+      const double lo = static_cast<double>(v) - static_cast<double>(r);
+      h[i * D + d] = static_cast<uint16_t>(__float_as_uint(r) >> 16);  // exact: the low half is zero
+      sh += static_cast<double>(r) * r;
+      sl += lo * lo;
+    }
+    sh = warp_sum(sh);
+    sl = warp_sum(sl);
+    if (lane() == 0) {
+      nh[i] = sqrt(sh);
+      nl[i] = sqrt(sl);
+    }
+  }
 }
 
-// exact[r, t] = exact squared distance of row r0+r to its candidate cidx[r, t]; one warp per pair.
-__global__ void exact_candidates_kernel(const float* x, int64_t D, const int64_t* cidx, int64_t r0, int64_t rb,
-                                        int64_t cand, double* exact) {
+// Row of the full matrix that row r of a block starting at r0 stands for: rows[r0 + r], or r0 + r
+// when the pass covers every row (rows == nullptr).
+__device__ __forceinline__ int64_t block_row(const int64_t* rows, int64_t r0, int64_t r) {
+  return rows != nullptr ? rows[r0 + r] : r0 + r;
+}
+
+// dst[r] = src[block_row(rows, r0, r)] for rb rows of D elements.
+template <class T>
+__global__ void gather_rows_kernel(const T* src, int64_t D, const int64_t* rows, int64_t r0, int64_t rb, T* dst) {
+  for (int64_t p = thread_id(); p < rb * D; p += thread_count()) dst[p] = src[block_row(rows, r0, p / D) * D + p % D];
+}
+
+// Norms of the split each tier multiplies: |x|, |h|, |l| per row.
+struct SplitNorms {
+  const double* x;
+  const double* h;
+  const double* l;
+};
+
+__device__ __forceinline__ float round_down(double v, float*) { return __double2float_rd(v); }
+__device__ __forceinline__ double round_down(double v, double*) { return v; }
+
+// g[r, j] <- a lower bound on the exact key of rows block_row(r) and j, from the GEMM value g[r, j]
+// (distance_lower_bound; float results rounded down, so they stay lower bounds). Block rows stride
+// over gridDim.y and columns over the x dimension, so no thread divides by n.
+template <class G>
+__global__ void lower_bound_kernel(G* g, const int64_t* rows, int64_t r0, int64_t rb, int64_t n, const double* sq,
+                                   SplitNorms nrm, TierBound tb) {
+  for (int64_t r = blockIdx.y; r < rb; r += gridDim.y) {
+    const int64_t i = block_row(rows, r0, r);
+    const double sq_i = sq[i], nx_i = nrm.x[i], nh_i = nrm.h[i], nl_i = nrm.l[i];
+    G* row = g + r * n;
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x)
+      row[j] = round_down(distance_lower_bound(static_cast<double>(row[j]), sq_i, sq[j], nx_i, nh_i, nl_i, nrm.x[j],
+                                               nrm.h[j], nrm.l[j], tb),
+                          static_cast<G*>(nullptr));
+  }
+}
+
+// exact[r, t] = exact squared distance of block row r to its candidate cidx[r, t]; one warp per pair.
+__global__ void exact_candidates_kernel(const float* x, int64_t D, const int64_t* cidx, const int64_t* rows,
+                                        int64_t r0, int64_t rb, int64_t cand, double* exact) {
   for (int64_t w = warp_id(); w < rb * cand; w += warp_count()) {
-    const int64_t i = r0 + w / cand, j = cidx[w];
+    const int64_t i = block_row(rows, r0, w / cand), j = cidx[w];
     const double d = warp_squared_distance(x + i * D, x + j * D, D);
     if (lane() == 0) exact[w] = d;
   }
 }
 
-// One thread per row: sort the candidates by (exact distance, index), write the top k, and flag the
-// row when the GEMM error bound cannot prove that no other row belongs in its top k.
-__global__ void select_candidates_kernel(double* exact, int64_t* cidx, const double* approx, int64_t r0, int64_t rb,
-                                         int64_t cand, int64_t k, int64_t n, const double* sq, int64_t D,
-                                         double u, int64_t* out_idx,
+// One thread per block row: sort its candidates by (exact distance, index); when the largest lower
+// bound among them proves the set (candidates_proven), write the top k, otherwise flag the row.
+template <class G>
+__global__ void select_candidates_kernel(double* exact, int64_t* cidx, const G* bound, const int64_t* rows, int64_t r0,
+                                         int64_t rb, int64_t cand, int64_t k, int64_t n, int64_t* out_idx,
                                          float* out_dist, int32_t* flags) {
   for (int64_t r = thread_id(); r < rb; r += thread_count()) {
     double* e = exact + r * cand;
     int64_t* c = cidx + r * cand;
-    double last_approx = -1.0;
-    for (int64_t t = 0; t < cand; ++t) last_approx = fmax(last_approx, approx[r * cand + t]);
+    double bound_max = -HUGE_VAL;
+    for (int64_t t = 0; t < cand; ++t) bound_max = fmax(bound_max, static_cast<double>(bound[r * cand + t]));
     for (int64_t t = 1; t < cand; ++t) {  // insertion sort: cand is a few dozen
       const double ev = e[t];
       const int64_t cv = c[t];
@@ -139,9 +197,11 @@ __global__ void select_candidates_kernel(double* exact, int64_t* cidx, const dou
       e[s + 1] = ev;
       c[s + 1] = cv;
     }
-    const int64_t i = r0 + r;
-    const double tau = e[k - 1];
-    flags[i] = (cand < n && !candidates_proven(last_approx, tau, sq[i], D, u)) ? 1 : 0;
+    const int64_t i = block_row(rows, r0, r);
+    if (cand < n && !candidates_proven(bound_max, e[k - 1])) {
+      flags[i] = 1;
+      continue;
+    }
     for (int64_t t = 0; t < k; ++t) {
       out_idx[i * k + t] = c[t];
       out_dist[i * k + t] = static_cast<float>(e[t]);

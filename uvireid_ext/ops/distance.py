@@ -17,6 +17,7 @@ from . import has_schema, op, register_fake
 __all__ = ["knn", "k_reciprocal_encode", "query_expansion", "jaccard", "jaccard_distance"]
 
 Expansion = Literal["plain", "modality", "emcc"]
+Candidates = Literal["bf16", "fp64"]
 
 for _name in ("knn", "k_reciprocal_encode"):
     if has_schema(_name):
@@ -54,18 +55,27 @@ def _as_csr(crow: Tensor, col: Tensor, val: Tensor) -> Tensor:
     return torch.sparse_csr_tensor(crow, col, val, size=(n, n))
 
 
-def knn(features: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def knn(features: Tensor, k: int, *, candidates: Candidates = "bf16") -> tuple[Tensor, Tensor]:
     """Exact k nearest rows of ``features`` by squared Euclidean distance, self included.
+
+    Candidates come from a GEMM, blockwise (memory O(N·k + block·N), never N×N), and are re-measured
+    exactly; an error bound proves per row that no other row belongs in its top k, and rows it cannot
+    prove go to the next, more precise tier (``"bf16"`` → ``"fp64"`` → exact distances to every row).
+    The result does not depend on ``candidates`` or on torch's float32 matmul precision setting.
 
     Args:
         features: [N, D] floating point (computed in float32; rows must be finite).
         k: neighbours per row, 1 <= k <= N.
+        candidates: the first tier, ``"bf16"`` (bf16 inputs, float32 accumulation: tensor cores on
+            GPU) or ``"fp64"``.
 
     Returns:
         indices [N, k] int64, ranked by distance, ties to the lower index;
         distances [N, k] float32, the exact squared distances (float64 sums, rounded).
     """
-    return op("knn")(_features("knn", features), k)
+    if candidates not in ("bf16", "fp64"):
+        raise ValueError(f"knn: candidates must be 'bf16' or 'fp64', got {candidates!r}")
+    return op("knn")(_features("knn", features), k, candidates)
 
 
 def k_reciprocal_encode(features: Tensor, rank: Tensor, k1: int, rank_dist: Tensor | None = None) -> Tensor:
@@ -226,7 +236,7 @@ def _nnz_fake(crow: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @register_fake("knn")
-def _knn_fake(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def _knn_fake(x: Tensor, k: int, candidates: str = "bf16") -> tuple[Tensor, Tensor]:
     torch._check(x.dim() == 2, lambda: f"knn: expected 2-D features, got {x.dim()}-D")
     n = x.shape[0]
     return x.new_empty((n, k), dtype=torch.int64), x.new_empty((n, k), dtype=torch.float32)
