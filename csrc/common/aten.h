@@ -31,13 +31,19 @@ inline std::pair<Tensor, Tensor> sort_stable(const Tensor& t) {
   return {to<Tensor>(stack[0]), to<Tensor>(stack[1])};
 }
 
-// a @ b with float32 output (aten::mm.dtype: for bf16 inputs, float32 accumulation on tensor cores);
-// nullopt where the overload is missing (older torch) or refuses these inputs.
-inline std::optional<Tensor> mm_float(const Tensor& a, const Tensor& b) {
+// a @ b with float32 output (aten::mm.dtype: for bf16 inputs, float32 accumulation on tensor cores).
+inline Tensor mm_float(const Tensor& a, const Tensor& b) {
   std::array<StableIValue, 3> stack{from(a), from(b), from(torch::headeronly::ScalarType::Float)};
-  if (torch_call_dispatcher("aten::mm", "dtype", stack.data(), TORCH_ABI_VERSION) != AOTI_TORCH_SUCCESS)
-    return std::nullopt;
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::mm", "dtype", stack.data(), TORCH_ABI_VERSION));
   return to<Tensor>(stack[0]);
+}
+
+// Whether aten::mm.dtype exists and takes `one` (a 1x1 tensor) on its device: a probe, not for data.
+inline bool mm_float_works(const Tensor& one) {
+  std::array<StableIValue, 3> stack{from(one), from(one), from(torch::headeronly::ScalarType::Float)};
+  if (torch_call_dispatcher("aten::mm", "dtype", stack.data(), TORCH_ABI_VERSION) != AOTI_TORCH_SUCCESS) return false;
+  to<Tensor>(stack[0]);  // adopt (and release) the result
+  return true;
 }
 
 // Inclusive cumulative sum of a 1-D tensor, as int64.

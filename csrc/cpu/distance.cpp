@@ -87,33 +87,53 @@ struct SplitNorms {
   const double* l;
 };
 
-// Rows [r0, r0 + rb) of `rows` (all rows when null) of a [n, D] matrix, as a new [rb, D] matrix.
-template <class T>
+// Rows [r0, r0 + rb) of `rows` (all rows when null) of a float [n, D] matrix, as a [rb, D] matrix.
 Tensor gather_rows(Tensor m, const std::vector<int64_t>* rows, int64_t r0, int64_t rb) {
   if (rows == nullptr) return torch::stable::narrow(m, 0, r0, rb);
   const int64_t dim = m.size(1);
-  Tensor out = empty_cpu({rb, dim}, m.scalar_type());
-  const T* src = m.const_data_ptr<T>();
-  T* dst = out.mutable_data_ptr<T>();
+  Tensor out = empty_cpu({rb, dim}, ScalarType::Float);
+  const float* src = m.const_data_ptr<float>();
+  float* dst = out.mutable_data_ptr<float>();
   for (int64_t r = 0; r < rb; ++r) std::copy_n(src + (*rows)[r0 + r] * dim, dim, dst + r * dim);
   return out;
 }
 
+// The GEMM of a tier, a block of rows of h against all of h: the bf16 tier's h holds bf16 values in
+// float storage (a float32 matmul multiplies them exactly); the fp64 tier's h is x, converted to
+// float64 a column chunk at a time so no float64 copy of x is ever whole.
+struct CpuTierGemm {
+  Tensor h;
+  bool fp64 = false;
+  Tensor operator()(const Tensor& a) const {
+    Tensor all = h;
+    if (!fp64) return torch::stable::contiguous(torch::stable::matmul(a, torch::stable::transpose(all, 0, 1)));
+    const int64_t n = h.size(0), chunk = std::max<int64_t>(1, (int64_t{1} << 22) / h.size(1));
+    Tensor ad = torch::stable::to(a, ScalarType::Double);
+    Tensor g = empty_cpu({a.size(0), n}, ScalarType::Double);
+    for (int64_t j0 = 0; j0 < n; j0 += chunk) {
+      const int64_t jb = std::min(chunk, n - j0);
+      Tensor bd = torch::stable::to(torch::stable::narrow(all, 0, j0, jb), ScalarType::Double);
+      Tensor part = torch::stable::narrow(g, 1, j0, jb);
+      torch::stable::copy_(part, torch::stable::matmul(ad, torch::stable::transpose(bd, 0, 1)));
+    }
+    return g;
+  }
+};
+
 // One candidate tier over `rows` (every row when null): GEMM of those rows of h against all of h, the
 // `cand` smallest lower bounds per row, their exact keys, the top k written when the bound proves
-// them (see kernels/distance.cuh); returns the rows it could not prove.
-template <class T>
-std::vector<int64_t> knn_tier(const float* xp, int64_t n, int64_t dim, int64_t k, const Tensor& h,
+// them (see kernels/distance.cuh); returns the rows it could not prove. G: the GEMM's output type.
+template <class G>
+std::vector<int64_t> knn_tier(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
                               const std::vector<int64_t>* rows, const double* sq, SplitNorms nrm, TierBound tb,
                               int64_t cand, int64_t* ip, float* dp) {
   const int64_t total = rows ? static_cast<int64_t>(rows->size()) : n;
   const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, (int64_t{1} << 23) / n));
   std::vector<char> unproven(total, 0);
-  Tensor ht = torch::stable::transpose(h, 0, 1);
   for (int64_t r0 = 0; r0 < total; r0 += block) {
     const int64_t rb = std::min(block, total - r0);
-    Tensor g = torch::stable::contiguous(torch::stable::matmul(gather_rows<T>(h, rows, r0, rb), ht));
-    const T* gp = g.const_data_ptr<T>();
+    Tensor g = gemm(gather_rows(gemm.h, rows, r0, rb));
+    const G* gp = g.const_data_ptr<G>();
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
       std::vector<std::pair<double, int64_t>> heap, exact;
       heap.reserve(cand + 1);
@@ -198,17 +218,13 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
         nl[i] = std::sqrt(sl);
       }
     });
-    left = knn_tier<float>(xp, n, dim, k, h, nullptr, sq.data(), {nx.data(), nh.data(), nl.data()},
+    left = knn_tier<float>(xp, n, dim, k, CpuTierGemm{h, false}, nullptr, sq.data(), {nx.data(), nh.data(), nl.data()},
                            tier_bound(Tier::Bf16, dim), tier_candidates(Tier::Bf16, k, n), ip, dp);
     rows = &left;
   }
-  if (rows == nullptr || !rows->empty()) {
-    Tensor xd = empty_cpu({n, dim}, ScalarType::Double);
-    double* xdp = xd.mutable_data_ptr<double>();
-    torch::stable::parallel_for(0, n * dim, 1 << 16, [&](int64_t b, int64_t e) { std::copy(xp + b, xp + e, xdp + b); });
-    left = knn_tier<double>(xp, n, dim, k, xd, rows, sq.data(), {nx.data(), nx.data(), zeros.data()},
+  if (rows == nullptr || !rows->empty())
+    left = knn_tier<double>(xp, n, dim, k, CpuTierGemm{x, true}, rows, sq.data(), {nx.data(), nx.data(), zeros.data()},
                             tier_bound(Tier::Fp64, dim), tier_candidates(Tier::Fp64, k, n), ip, dp);
-  }
   torch::stable::parallel_for(0, static_cast<int64_t>(left.size()), 1, [&](int64_t b, int64_t e) {
     std::vector<std::pair<double, int64_t>> exact;
     for (int64_t f = b; f < e; ++f) {

@@ -176,18 +176,24 @@ Tensor rows_to_device(const std::vector<int64_t>& rows, const Tensor& like, cuda
 // The GEMM of one block of a candidate tier: bf16 rows through aten::mm.dtype (float32 output), or,
 // where that overload is missing, float32 copies of the same values (exact in TF32 too); float64
 // rows through matmul.
-std::atomic<bool> mm_dtype_works{true};  // cleared, once per process, when aten::mm.dtype refuses
+// Whether aten::mm.dtype takes bf16 inputs here: probed once per process on a 1x1 product, so that
+// a failure on real data (out of memory, say) is reported as such instead of switching paths.
+bool mm_dtype_available(const Tensor& like) {
+  static std::atomic<int> state{-1};
+  if (state < 0) {
+    Tensor one = new_zeros(like, {1, 1}, ScalarType::BFloat16);
+    state = aten::mm_float_works(one) ? 1 : 0;
+  }
+  return state == 1;
+}
 
 struct TierGemm {
   Tensor h, ht;  // [n, D] bf16 or float64, and its transpose
   bool bf16 = false;
-  Tensor hft;    // transposed float32 copy of h, made on the first fallback
+  Tensor hft;    // transposed float32 copy of h, where aten::mm.dtype is missing
   Tensor operator()(const Tensor& a) {
     if (!bf16) return torch::stable::matmul(a, ht);
-    if (mm_dtype_works) {
-      if (std::optional<Tensor> g = aten::mm_float(a, ht)) return *g;
-      mm_dtype_works = false;
-    }
+    if (mm_dtype_available(h)) return aten::mm_float(a, ht);
     if (!hft.defined()) hft = torch::stable::transpose(torch::stable::to(h, ScalarType::Float), 0, 1);
     return torch::stable::matmul(torch::stable::to(a, ScalarType::Float), hft);
   }
@@ -217,7 +223,8 @@ std::vector<int64_t> knn_tier_cuda(const Tensor& x, TierGemm& gemm, const int64_
                dim, rows, r0, rb, a.mutable_data_ptr<double>());
     }
     Tensor g = torch::stable::contiguous(gemm(a));
-    const dim3 grid(grid_for(n, kThreads, 1024), static_cast<unsigned int>(std::min<int64_t>(rb, 65535)));
+    const dim3 grid(grid_for(n, kThreads, 1024),
+                    static_cast<unsigned int>(std::min<int64_t>((rb + kLowerRows - 1) / kLowerRows, 65535)));
     if (gemm.bf16)
       lower_bound_kernel<float><<<grid, kThreads, 0, stream>>>(g.mutable_data_ptr<float>(), rows, r0, rb, n, sq, nrm, tb);
     else
@@ -231,12 +238,12 @@ std::vector<int64_t> knn_tier_cuda(const Tensor& x, TierGemm& gemm, const int64_
     launch(exact_candidates_kernel, warp_grid(rb * cand), kThreads, stream, x.const_data_ptr<float>(), dim,
            cidx.const_data_ptr<int64_t>(), rows, r0, rb, cand, exact.mutable_data_ptr<double>());
     if (gemm.bf16)
-      launch(select_candidates_kernel<float>, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
-             cidx.mutable_data_ptr<int64_t>(), bound.const_data_ptr<float>(), rows, r0, rb, cand, k, n,
+      launch(select_candidates_kernel<float>, warp_grid(rb), kThreads, stream, exact.const_data_ptr<double>(),
+             cidx.const_data_ptr<int64_t>(), bound.const_data_ptr<float>(), rows, r0, rb, cand, k, n,
              idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
     else
-      launch(select_candidates_kernel<double>, grid_for(rb, 128), 128, stream, exact.mutable_data_ptr<double>(),
-             cidx.mutable_data_ptr<int64_t>(), bound.const_data_ptr<double>(), rows, r0, rb, cand, k, n,
+      launch(select_candidates_kernel<double>, warp_grid(rb), kThreads, stream, exact.const_data_ptr<double>(),
+             cidx.const_data_ptr<int64_t>(), bound.const_data_ptr<double>(), rows, r0, rb, cand, k, n,
              idx.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr<float>(), flags.mutable_data_ptr<int32_t>());
   }
   std::vector<int32_t> host_flags = to_host_all<int32_t>(flags, stream);

@@ -214,7 +214,9 @@ UVIREID_HD TierBound tier_bound(Tier tier, int64_t D) {
   const double u = tier == Tier::Bf16 ? 4.76837158203125e-07 /* 2^-21 */ : 4.440892098500626e-16 /* 2^-51 */;
   const double m = static_cast<double>(D + 4) * u;
   const double eps64 = 2.220446049250313e-16;  // 2^-52
-  return {m / (1.0 - m), 8.0 * static_cast<double>(D + 8) * eps64,
+  // Past m = 1/2 (D near 2^20 for bf16) the classic bound is useless: an infinite gamma turns every
+  // lower bound into -Inf, so the rows go to the next tier.
+  return {m < 0.5 ? m / (1.0 - m) : HUGE_VAL, 8.0 * static_cast<double>(D + 8) * eps64,
           tier == Tier::Bf16 ? 4.0 * static_cast<double>(D + 4) * 1.1754943508222875e-38 /* 2^-126 */ : 0.0};
 }
 

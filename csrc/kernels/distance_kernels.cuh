@@ -22,6 +22,11 @@ __device__ __forceinline__ double warp_sum(double v) {
   return __shfl_sync(kFull, v, 0);
 }
 
+__device__ __forceinline__ double warp_max(double v) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(kFull, v, o));
+  return __shfl_sync(kFull, v, 0);
+}
+
 __device__ __forceinline__ double warp_min(double v) {
   for (int o = kWarp / 2; o > 0; o >>= 1) v = fmin(v, __shfl_down_sync(kFull, v, o));
   return __shfl_sync(kFull, v, 0);
@@ -147,20 +152,28 @@ __device__ __forceinline__ float round_down(double v, float*) { return __double2
 __device__ __forceinline__ double round_down(double v, double*) { return v; }
 
 // g[r, j] <- a lower bound on the exact key of rows block_row(r) and j, from the GEMM value g[r, j]
-// (distance_lower_bound; float results rounded down, so they stay lower bounds). Block rows stride
-// over gridDim.y and columns over the x dimension, so no thread divides by n.
+// (distance_lower_bound; float results rounded down, so they stay lower bounds). Columns run over the
+// x dimension and groups of kLowerRows block rows over y: a thread reads row j's norms once per group,
+// and no thread divides by n.
+constexpr int kLowerRows = 4;
+
 template <class G>
 __global__ void lower_bound_kernel(G* g, const int64_t* rows, int64_t r0, int64_t rb, int64_t n, const double* sq,
                                    SplitNorms nrm, TierBound tb) {
-  for (int64_t r = blockIdx.y; r < rb; r += gridDim.y) {
-    const int64_t i = block_row(rows, r0, r);
-    const double sq_i = sq[i], nx_i = nrm.x[i], nh_i = nrm.h[i], nl_i = nrm.l[i];
-    G* row = g + r * n;
+  for (int64_t rg = static_cast<int64_t>(blockIdx.y) * kLowerRows; rg < rb;
+       rg += static_cast<int64_t>(gridDim.y) * kLowerRows) {
+    const int64_t rend = rg + kLowerRows < rb ? rg + kLowerRows : rb;
     for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n;
-         j += static_cast<int64_t>(gridDim.x) * blockDim.x)
-      row[j] = round_down(distance_lower_bound(static_cast<double>(row[j]), sq_i, sq[j], nx_i, nh_i, nl_i, nrm.x[j],
-                                               nrm.h[j], nrm.l[j], tb),
-                          static_cast<G*>(nullptr));
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const double sq_j = sq[j], nx_j = nrm.x[j], nh_j = nrm.h[j], nl_j = nrm.l[j];
+      for (int64_t r = rg; r < rend; ++r) {
+        const int64_t i = block_row(rows, r0, r);
+        G& v = g[r * n + j];
+        v = round_down(distance_lower_bound(static_cast<double>(v), sq[i], sq_j, nrm.x[i], nrm.h[i], nrm.l[i], nx_j,
+                                            nh_j, nl_j, tb),
+                       static_cast<G*>(nullptr));
+      }
+    }
   }
 }
 
@@ -174,37 +187,42 @@ __global__ void exact_candidates_kernel(const float* x, int64_t D, const int64_t
   }
 }
 
-// One thread per block row: sort its candidates by (exact distance, index); when the largest lower
-// bound among them proves the set (candidates_proven), write the top k, otherwise flag the row.
+// Rank of candidate t among the cand candidates of a row by (exact key, index): keys may tie but
+// indices are distinct, so ranks are 0..cand-1 without repeats.
+__device__ __forceinline__ int64_t candidate_rank(const double* e, const int64_t* c, int64_t cand, int64_t t) {
+  int64_t rank = 0;
+  for (int64_t s = 0; s < cand; ++s) rank += closer(e[s], c[s], e[t], c[t]);
+  return rank;
+}
+
+// One warp per block row. tau = the exact key ranked k-1 among the candidates; when the largest lower
+// bound proves the set (candidates_proven), the candidates ranked below k are written in rank order,
+// otherwise the row is flagged for the next tier.
 template <class G>
-__global__ void select_candidates_kernel(double* exact, int64_t* cidx, const G* bound, const int64_t* rows, int64_t r0,
-                                         int64_t rb, int64_t cand, int64_t k, int64_t n, int64_t* out_idx,
+__global__ void select_candidates_kernel(const double* exact, const int64_t* cidx, const G* bound, const int64_t* rows,
+                                         int64_t r0, int64_t rb, int64_t cand, int64_t k, int64_t n, int64_t* out_idx,
                                          float* out_dist, int32_t* flags) {
-  for (int64_t r = thread_id(); r < rb; r += thread_count()) {
-    double* e = exact + r * cand;
-    int64_t* c = cidx + r * cand;
-    double bound_max = -HUGE_VAL;
-    for (int64_t t = 0; t < cand; ++t) bound_max = fmax(bound_max, static_cast<double>(bound[r * cand + t]));
-    for (int64_t t = 1; t < cand; ++t) {  // insertion sort: cand is a few dozen
-      const double ev = e[t];
-      const int64_t cv = c[t];
-      int64_t s = t - 1;
-      while (s >= 0 && closer(ev, cv, e[s], c[s])) {
-        e[s + 1] = e[s];
-        c[s + 1] = c[s];
-        --s;
-      }
-      e[s + 1] = ev;
-      c[s + 1] = cv;
+  for (int64_t r = warp_id(); r < rb; r += warp_count()) {
+    const double* e = exact + r * cand;
+    const int64_t* c = cidx + r * cand;
+    double bound_max = -HUGE_VAL, tau = -HUGE_VAL;
+    for (int64_t t = lane(); t < cand; t += kWarp) {
+      bound_max = fmax(bound_max, static_cast<double>(bound[r * cand + t]));
+      if (candidate_rank(e, c, cand, t) == k - 1) tau = e[t];
     }
+    bound_max = warp_max(bound_max);
+    tau = warp_max(tau);
     const int64_t i = block_row(rows, r0, r);
-    if (cand < n && !candidates_proven(bound_max, e[k - 1])) {
-      flags[i] = 1;
+    if (cand < n && !candidates_proven(bound_max, tau)) {
+      if (lane() == 0) flags[i] = 1;
       continue;
     }
-    for (int64_t t = 0; t < k; ++t) {
-      out_idx[i * k + t] = c[t];
-      out_dist[i * k + t] = static_cast<float>(e[t]);
+    for (int64_t t = lane(); t < cand; t += kWarp) {
+      const int64_t rank = candidate_rank(e, c, cand, t);
+      if (rank < k) {
+        out_idx[i * k + rank] = c[t];
+        out_dist[i * k + rank] = static_cast<float>(e[t]);
+      }
     }
   }
 }
@@ -213,8 +231,9 @@ __global__ void select_candidates_kernel(double* exact, int64_t* cidx, const G* 
 __global__ void exact_rows_kernel(const float* x, int64_t D, const int64_t* rows, int64_t nrows, int64_t n,
                                   double* out) {
   for (int64_t w = warp_id(); w < nrows * n; w += warp_count()) {
-    const double d = warp_squared_distance(x + rows[w / n] * D, x + (w % n) * D, D);
-    if (lane() == 0) out[w] = d;
+    const int64_t f = w % nrows, j = w / nrows;  // neighbouring warps share row j: it is read once
+    const double d = warp_squared_distance(x + rows[f] * D, x + j * D, D);
+    if (lane() == 0) out[f * n + j] = d;
   }
 }
 
