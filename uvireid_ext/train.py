@@ -38,7 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cluster import CONFIGS, pseudo_labels
+from .cluster import CONFIGS, INFRARED, VISIBLE, pseudo_labels
 from .config import Config, config_from_dict, save_config
 from .data.samplers import IdentitySampler, paired_batch
 from .data.transforms import augment, normalize, to_float
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-VIS, IR = 0, 1  # modality ids of the clustering code; the model's flags are VIS + 1, IR + 1
+VIS, IR = VISIBLE, INFRARED  # modality ids of the clustering code; the model's flags are VIS + 1, IR + 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -98,81 +98,144 @@ Tensor gather_rows(Tensor m, const std::vector<int64_t>* rows, int64_t r0, int64
   return out;
 }
 
-// The GEMM of a tier, a block of rows of h against all of h: the bf16 tier's h holds bf16 values in
-// float storage (a float32 matmul multiplies them exactly); the fp64 tier's h is x, converted to
-// float64 a column chunk at a time so no float64 copy of x is ever whole.
+// The GEMM of a tier, a block of rows `a` of h against rows [j0, n) of h: the bf16 tier's h holds
+// bf16 values in float storage (a float32 matmul multiplies them exactly); the fp64 tier's h is x,
+// converted to float64 a column chunk at a time so no float64 copy of x is ever whole.
 struct CpuTierGemm {
   Tensor h;
   bool fp64 = false;
-  Tensor operator()(const Tensor& a) const {
+  Tensor operator()(const Tensor& a, int64_t j0 = 0) const {
     Tensor all = h;
-    if (!fp64) return torch::stable::contiguous(torch::stable::matmul(a, torch::stable::transpose(all, 0, 1)));
-    const int64_t n = h.size(0), chunk = std::max<int64_t>(1, (int64_t{1} << 22) / h.size(1));
+    const int64_t m = h.size(0) - j0;
+    Tensor b = torch::stable::narrow(all, 0, j0, m);
+    if (!fp64) return torch::stable::contiguous(torch::stable::matmul(a, torch::stable::transpose(b, 0, 1)));
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / h.size(1));
     Tensor ad = torch::stable::to(a, ScalarType::Double);
-    Tensor g = empty_cpu({a.size(0), n}, ScalarType::Double);
-    for (int64_t j0 = 0; j0 < n; j0 += chunk) {
-      const int64_t jb = std::min(chunk, n - j0);
-      Tensor bd = torch::stable::to(torch::stable::narrow(all, 0, j0, jb), ScalarType::Double);
-      Tensor part = torch::stable::narrow(g, 1, j0, jb);
+    Tensor g = empty_cpu({a.size(0), m}, ScalarType::Double);
+    for (int64_t c0 = 0; c0 < m; c0 += chunk) {
+      const int64_t cb = std::min(chunk, m - c0);
+      Tensor bd = torch::stable::to(torch::stable::narrow(b, 0, c0, cb), ScalarType::Double);
+      Tensor part = torch::stable::narrow(g, 1, c0, cb);
       torch::stable::copy_(part, torch::stable::matmul(ad, torch::stable::transpose(bd, 0, 1)));
     }
     return g;
   }
 };
 
-// One candidate tier over `rows` (every row when null): GEMM of those rows of h against all of h, the
-// `cand` smallest lower bounds per row, their exact keys, the top k written when the bound proves
-// them (see kernels/distance.cuh); returns the rows it could not prove. G: the GEMM's output type.
+using Candidate = std::pair<double, int64_t>;  // (lower bound on the exact key, row)
+
+// Keeps the `cand` smallest candidates offered, as a max-heap (order-independent: pairs are unique).
+inline void offer(std::vector<Candidate>& heap, int64_t cand, Candidate item) {
+  if (static_cast<int64_t>(heap.size()) < cand) {
+    heap.push_back(item);
+    std::push_heap(heap.begin(), heap.end());
+  } else if (item < heap.front()) {
+    std::pop_heap(heap.begin(), heap.end());
+    heap.back() = item;
+    std::push_heap(heap.begin(), heap.end());
+  }
+}
+
+// Row i with its full candidate heap: exact keys, and the top k written when the bound proves them
+// (see kernels/distance.cuh). Returns false, writing nothing, when it cannot.
+bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, int64_t cand, int64_t i,
+                const std::vector<Candidate>& heap, std::vector<Candidate>& exact, int64_t* ip, float* dp) {
+  exact.clear();
+  for (const auto& c : heap) exact.emplace_back(squared_distance(xp + i * dim, xp + c.second * dim, dim), c.second);
+  std::sort(exact.begin(), exact.end());
+  if (cand < n && !candidates_proven(heap.front().first, exact[k - 1].first)) return false;
+  for (int64_t t = 0; t < k; ++t) {
+    ip[i * k + t] = exact[t].second;
+    dp[i * k + t] = static_cast<float>(exact[t].first);
+  }
+  return true;
+}
+
+// The lower bound of the pair (i, j) seen from row i (the bound is not symmetric in i and j).
+struct PairBound {
+  const double* sq;
+  SplitNorms nrm;
+  TierBound tb;
+  double operator()(double g, int64_t i, int64_t j) const {
+    return distance_lower_bound(g, sq[i], sq[j], nrm.x[i], nrm.h[i], nrm.l[i], nrm.x[j], nrm.h[j], nrm.l[j], tb);
+  }
+};
+
+// One candidate tier over every row, using the symmetry of the GEMM: block I of rows is multiplied
+// only with rows [I0, n), and the product serves rows of block I (row by row) and rows after it
+// (column by column), so the tier costs half a full GEMM. A row is settled once its block is done:
+// it has then seen every column. Returns the rows the bound could not prove. G: the GEMM output type.
 template <class G>
-std::vector<int64_t> knn_tier(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
-                              const std::vector<int64_t>* rows, const double* sq, SplitNorms nrm, TierBound tb,
-                              int64_t cand, int64_t* ip, float* dp) {
-  const int64_t total = rows ? static_cast<int64_t>(rows->size()) : n;
+std::vector<int64_t> knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
+                                  PairBound bound, int64_t cand, int64_t* ip, float* dp) {
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 23) / n));
+  std::vector<std::vector<Candidate>> heaps(n);
+  // worst[j]: the largest candidate row j keeps once its heap is full (a cheap test before offer)
+  std::vector<Candidate> worst(n, {HUGE_VAL, std::numeric_limits<int64_t>::max()});
+  auto offer_to = [&](int64_t j, Candidate item) {
+    if (!(item < worst[j])) return;
+    offer(heaps[j], cand, item);
+    if (static_cast<int64_t>(heaps[j].size()) == cand) worst[j] = heaps[j].front();
+  };
+  std::vector<char> unproven(n, 0);
+  for (int64_t i0 = 0; i0 < n; i0 += block) {
+    const int64_t rb = std::min(block, n - i0), m = n - i0;
+    Tensor hh = gemm.h;
+    const Tensor g = gemm(torch::stable::narrow(hh, 0, i0, rb), i0);  // [rb, m]: rows i0.. x rows i0..
+    const G* gp = g.const_data_ptr<G>();
+    torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {  // rows of this block, all columns >= i0
+      for (int64_t r = b; r < e; ++r) {
+        heaps[i0 + r].reserve(cand + 1);
+        for (int64_t c = 0; c < m; ++c) offer_to(i0 + r, {bound(gp[r * m + c], i0 + r, i0 + c), i0 + c});
+      }
+    });
+    torch::stable::parallel_for(rb, m, 64, [&](int64_t b, int64_t e) {  // later rows, columns of this block
+      for (int64_t c = b; c < e; ++c) heaps[i0 + c].reserve(cand + 1);
+      for (int64_t r = 0; r < rb; ++r)
+        for (int64_t c = b; c < e; ++c) offer_to(i0 + c, {bound(gp[r * m + c], i0 + c, i0 + r), i0 + r});
+    });
+    torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
+      std::vector<Candidate> exact;
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t i = i0 + r;
+        unproven[i] = !settle_row(xp, n, dim, k, cand, i, heaps[i], exact, ip, dp);
+        std::vector<Candidate>().swap(heaps[i]);
+      }
+    });
+  }
+  std::vector<int64_t> left;
+  for (int64_t i = 0; i < n; ++i)
+    if (unproven[i]) left.push_back(i);
+  return left;
+}
+
+// One candidate tier over the listed rows: blocks of them against all rows. Returns the rows the
+// bound could not prove.
+template <class G>
+std::vector<int64_t> knn_tier_rows(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
+                                   const std::vector<int64_t>& rows, PairBound bound, int64_t cand, int64_t* ip,
+                                   float* dp) {
+  const int64_t total = static_cast<int64_t>(rows.size());
   const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, (int64_t{1} << 23) / n));
   std::vector<char> unproven(total, 0);
   for (int64_t r0 = 0; r0 < total; r0 += block) {
     const int64_t rb = std::min(block, total - r0);
-    Tensor g = gemm(gather_rows(gemm.h, rows, r0, rb));
+    const Tensor g = gemm(gather_rows(gemm.h, &rows, r0, rb));
     const G* gp = g.const_data_ptr<G>();
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
-      std::vector<std::pair<double, int64_t>> heap, exact;
+      std::vector<Candidate> heap, exact;
       heap.reserve(cand + 1);
       for (int64_t r = b; r < e; ++r) {
-        const int64_t i = rows ? (*rows)[r0 + r] : r0 + r;
+        const int64_t i = rows[r0 + r];
         heap.clear();
-        // max-heap of the `cand` smallest (lower bound, index)
-        for (int64_t j = 0; j < n; ++j) {
-          const std::pair<double, int64_t> item{
-              distance_lower_bound(static_cast<double>(gp[r * n + j]), sq[i], sq[j], nrm.x[i], nrm.h[i], nrm.l[i],
-                                   nrm.x[j], nrm.h[j], nrm.l[j], tb),
-              j};
-          if (static_cast<int64_t>(heap.size()) < cand) {
-            heap.push_back(item);
-            std::push_heap(heap.begin(), heap.end());
-          } else if (item < heap.front()) {
-            std::pop_heap(heap.begin(), heap.end());
-            heap.back() = item;
-            std::push_heap(heap.begin(), heap.end());
-          }
-        }
-        exact.clear();
-        for (const auto& c : heap)
-          exact.emplace_back(squared_distance(xp + i * dim, xp + c.second * dim, dim), c.second);
-        std::sort(exact.begin(), exact.end());
-        if (cand < n && !candidates_proven(heap.front().first, exact[k - 1].first)) {
-          unproven[r0 + r] = 1;
-          continue;
-        }
-        for (int64_t t = 0; t < k; ++t) {
-          ip[i * k + t] = exact[t].second;
-          dp[i * k + t] = static_cast<float>(exact[t].first);
-        }
+        for (int64_t j = 0; j < n; ++j) offer(heap, cand, {bound(gp[r * n + j], i, j), j});
+        unproven[r0 + r] = !settle_row(xp, n, dim, k, cand, i, heap, exact, ip, dp);
       }
     });
   }
   std::vector<int64_t> left;
   for (int64_t t = 0; t < total; ++t)
-    if (unproven[t]) left.push_back(rows ? (*rows)[t] : t);
+    if (unproven[t]) left.push_back(rows[t]);
   return left;
 }
 
@@ -199,7 +262,6 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
   // Tiers: bf16 GEMM for every row, fp64 GEMM for the rows it cannot prove, an exact ranking of the
   // whole row for what is left (many exact ties).
   std::vector<int64_t> left;
-  const std::vector<int64_t>* rows = nullptr;  // null: every row
   if (first == Tier::Bf16) {
     Tensor h = empty_cpu({n, dim}, ScalarType::Float);
     float* hp = h.mutable_data_ptr<float>();
@@ -218,13 +280,17 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
         nl[i] = std::sqrt(sl);
       }
     });
-    left = knn_tier<float>(xp, n, dim, k, CpuTierGemm{h, false}, nullptr, sq.data(), {nx.data(), nh.data(), nl.data()},
-                           tier_bound(Tier::Bf16, dim), tier_candidates(Tier::Bf16, k, n), ip, dp);
-    rows = &left;
+    left = knn_tier_all<float>(xp, n, dim, k, CpuTierGemm{h, false},
+                               PairBound{sq.data(), {nx.data(), nh.data(), nl.data()}, tier_bound(Tier::Bf16, dim)},
+                               tier_candidates(Tier::Bf16, k, n), ip, dp);
   }
-  if (rows == nullptr || !rows->empty())
-    left = knn_tier<double>(xp, n, dim, k, CpuTierGemm{x, true}, rows, sq.data(), {nx.data(), nx.data(), zeros.data()},
-                            tier_bound(Tier::Fp64, dim), tier_candidates(Tier::Fp64, k, n), ip, dp);
+  const CpuTierGemm gemm64{x, true};
+  const PairBound bound64{sq.data(), {nx.data(), nx.data(), zeros.data()}, tier_bound(Tier::Fp64, dim)};
+  const int64_t cand64 = tier_candidates(Tier::Fp64, k, n);
+  if (first == Tier::Fp64)
+    left = knn_tier_all<double>(xp, n, dim, k, gemm64, bound64, cand64, ip, dp);
+  else if (!left.empty())
+    left = knn_tier_rows<double>(xp, n, dim, k, gemm64, left, bound64, cand64, ip, dp);
   torch::stable::parallel_for(0, static_cast<int64_t>(left.size()), 1, [&](int64_t b, int64_t e) {
     std::vector<std::pair<double, int64_t>> exact;
     for (int64_t f = b; f < e; ++f) {
