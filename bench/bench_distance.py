@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", default="bf16", help="knn candidate tiers to time, comma separated (bf16,fp64)")
     p.add_argument("--noise", type=float, default=0.8, help="feature noise around identity centres")
     p.add_argument("--no-baseline", action="store_true", help="skip the classic port (large N)")
+    p.add_argument("--name", default="distance", help="results file name: bench/results/<name>_<device>.{json,md}")
     args = p.parse_args(argv)
 
     from _report import in_process, write
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(row, flush=True)
     columns = list(rows[0].keys())
-    print(write("distance", args.device, rows, columns))
+    print(write(args.name, args.device, rows, columns))
     return 0
 
 
