@@ -107,6 +107,21 @@ def test_knn_exact_at_extremes(device, make):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_knn_symmetric_tier_across_blocks(device):
+    """N large enough for two row blocks (2^23 / N rows each) and D >= 2 x candidates, so the CPU takes
+    the symmetric tier: rows of the second block get their first columns from the first block's
+    product. Duplicates straddle the blocks."""
+    x = clustered(4000, 72, 200, noise=0.5)
+    x[3900:3920] = x[10]
+    x[1500] = x[2500]
+    ridx, rdist = R.knn_ref(x, 10)
+    for candidates in ("bf16", "fp64"):
+        idx, dist = U.knn(x.to(device), 10, candidates=candidates)
+        assert torch.equal(idx.cpu(), ridx), candidates
+        torch.testing.assert_close(dist.cpu(), rdist, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("precision", ["high", "medium"])
 def test_knn_exact_under_reduced_matmul_precision(device, precision):
     """The bf16 tier multiplies bf16 values, which TF32 and bf16 matmul modes represent exactly, so

@@ -239,6 +239,18 @@ std::vector<int64_t> knn_tier_rows(const float* xp, int64_t n, int64_t dim, int6
   return left;
 }
 
+// The symmetric tier halves the GEMM but keeps a candidate heap for every row and updates them in
+// scattered order: worth it when rows are long next to the heaps, and while the heaps fit 1 GiB.
+bool use_symmetric_tier(int64_t n, int64_t dim, int64_t cand) {
+  return dim >= 2 * cand && n * (cand + 1) * static_cast<int64_t>(sizeof(Candidate)) <= (int64_t{1} << 30);
+}
+
+std::vector<int64_t> all_rows(int64_t n) {
+  std::vector<int64_t> rows(n);
+  std::iota(rows.begin(), rows.end(), 0);
+  return rows;
+}
+
 std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) {
   const char* op = "knn";
   const Tier first = check_choice(op, "candidates", candidates, {"bf16", "fp64"}) == 0 ? Tier::Bf16 : Tier::Fp64;
@@ -280,15 +292,19 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
         nl[i] = std::sqrt(sl);
       }
     });
-    left = knn_tier_all<float>(xp, n, dim, k, CpuTierGemm{h, false},
-                               PairBound{sq.data(), {nx.data(), nh.data(), nl.data()}, tier_bound(Tier::Bf16, dim)},
-                               tier_candidates(Tier::Bf16, k, n), ip, dp);
+    const CpuTierGemm gemm{h, false};
+    const PairBound bound{sq.data(), {nx.data(), nh.data(), nl.data()}, tier_bound(Tier::Bf16, dim)};
+    const int64_t cand = tier_candidates(Tier::Bf16, k, n);
+    left = use_symmetric_tier(n, dim, cand) ? knn_tier_all<float>(xp, n, dim, k, gemm, bound, cand, ip, dp)
+                                            : knn_tier_rows<float>(xp, n, dim, k, gemm, all_rows(n), bound, cand, ip, dp);
   }
   const CpuTierGemm gemm64{x, true};
   const PairBound bound64{sq.data(), {nx.data(), nx.data(), zeros.data()}, tier_bound(Tier::Fp64, dim)};
   const int64_t cand64 = tier_candidates(Tier::Fp64, k, n);
   if (first == Tier::Fp64)
-    left = knn_tier_all<double>(xp, n, dim, k, gemm64, bound64, cand64, ip, dp);
+    left = use_symmetric_tier(n, dim, cand64)
+               ? knn_tier_all<double>(xp, n, dim, k, gemm64, bound64, cand64, ip, dp)
+               : knn_tier_rows<double>(xp, n, dim, k, gemm64, all_rows(n), bound64, cand64, ip, dp);
   else if (!left.empty())
     left = knn_tier_rows<double>(xp, n, dim, k, gemm64, left, bound64, cand64, ip, dp);
   torch::stable::parallel_for(0, static_cast<int64_t>(left.size()), 1, [&](int64_t b, int64_t e) {

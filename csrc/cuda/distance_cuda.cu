@@ -176,15 +176,16 @@ Tensor rows_to_device(const std::vector<int64_t>& rows, const Tensor& like, cuda
 // The GEMM of one block of a candidate tier: bf16 rows through aten::mm.dtype (float32 output), or,
 // where that overload is missing, float32 copies of the same values (exact in TF32 too); float64
 // rows through matmul.
-// Whether aten::mm.dtype takes bf16 inputs here: probed once per process on a 1x1 product, so that
-// a failure on real data (out of memory, say) is reported as such instead of switching paths.
+// Whether aten::mm.dtype takes bf16 inputs on this device: probed once per device and process on a
+// 1x1 product, so that a failure on real data (out of memory, say) is reported as such instead of
+// switching paths.
 bool mm_dtype_available(const Tensor& like) {
-  static std::atomic<int> state{-1};
-  if (state < 0) {
-    Tensor one = new_zeros(like, {1, 1}, ScalarType::BFloat16);
-    state = aten::mm_float_works(one) ? 1 : 0;
-  }
-  return state == 1;
+  static std::atomic<int> state[64] = {};  // 0 unknown, 1 works, 2 missing
+  const int32_t device = like.get_device_index();
+  if (device < 0 || device >= 64) return aten::mm_float_works(new_zeros(like, {1, 1}, ScalarType::BFloat16));
+  if (state[device] == 0)
+    state[device] = aten::mm_float_works(new_zeros(like, {1, 1}, ScalarType::BFloat16)) ? 1 : 2;
+  return state[device] == 1;
 }
 
 struct TierGemm {
@@ -206,8 +207,9 @@ std::vector<int64_t> knn_tier_cuda(const Tensor& x, TierGemm& gemm, const int64_
                                    const double* sq, SplitNorms nrm, TierBound tb, int64_t cand, int64_t k,
                                    Tensor& idx, Tensor& dist, cudaStream_t stream) {
   const int64_t n = x.size(0), dim = x.size(1);
-  const size_t gbytes = gemm.bf16 ? sizeof(float) : sizeof(double);
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, kScratchBytes / static_cast<int64_t>(gbytes) / n));
+  // per block row: the GEMM row, and topk's values, indices and sort space plus the exact keys per candidate
+  const int64_t row_bytes = static_cast<int64_t>(gemm.bf16 ? sizeof(float) : sizeof(double)) * n + 40 * cand;
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, kScratchBytes / row_bytes));
   Tensor flags = new_zeros(x, {n}, ScalarType::Int);
   Tensor h = gemm.h;
   for (int64_t r0 = 0; r0 < total; r0 += block) {

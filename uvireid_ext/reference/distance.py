@@ -23,9 +23,17 @@ def knn_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest rows of ``x`` [N, D] by exact squared Euclidean distance (float64 differences),
     self included, ties to the lower index. Returns (indices [N, k] int64, distances [N, k] float32)."""
     xd = x.double()
-    d = ((xd[:, None, :] - xd[None, :, :]) ** 2).sum(-1)
-    dist, idx = torch.sort(d, dim=1, stable=True)  # stable: equal distances keep index order
-    return idx[:, :k].contiguous(), dist[:, :k].float().contiguous()
+    n, dim = xd.shape
+    chunk = max(1, (1 << 24) // max(1, n * dim))  # rows per step: the difference tensor stays ~128 MB
+    idx, dist = [], []
+    for i in range(0, n, chunk):
+        d = ((xd[i : i + chunk, None, :] - xd[None, :, :]) ** 2).sum(-1)
+        dd, di = torch.sort(d, dim=1, stable=True)  # stable: equal distances keep index order
+        idx.append(di[:, :k])
+        dist.append(dd[:, :k])
+    if n == 0:
+        return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
+    return torch.cat(idx).contiguous(), torch.cat(dist).float().contiguous()
 
 
 def round_half_even_half(k1: int) -> int:
