@@ -23,6 +23,20 @@ def _pad(v: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([v, np.full(n - len(v), last, dtype=v.dtype)])
 
 
+def _score_query(raw_cmc: np.ndarray, max_rank: int) -> tuple[np.ndarray, float, float]:
+    """Image-level CMC (padded to max_rank), AP and INP of one query's kept 0/1 match list (>= 1 match)."""
+    cmc = raw_cmc.cumsum()
+    pos_idx = np.where(raw_cmc == 1)
+    pos_max_idx = np.max(pos_idx)
+    inp = cmc[pos_max_idx] / (pos_max_idx + 1.0)
+    cmc[cmc > 1] = 1
+    num_rel = raw_cmc.sum()
+    tmp_cmc = raw_cmc.cumsum()
+    tmp_cmc = [x / (i + 1.0) for i, x in enumerate(tmp_cmc)]
+    tmp_cmc = np.asarray(tmp_cmc) * raw_cmc
+    return _pad(cmc, max_rank), tmp_cmc.sum() / num_rel, inp
+
+
 def eval_sysu_loop(
     distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20, kind="quicksort", image_cmc=False
 ):
@@ -56,20 +70,11 @@ def eval_sysu_loop(
         orig_cmc = matches[q_idx][keep]
         if not np.any(orig_cmc):
             continue
-        cmc = orig_cmc.cumsum()
-        pos_idx = np.where(orig_cmc == 1)
-        pos_max_idx = np.max(pos_idx)
-        inp = cmc[pos_max_idx] / (pos_max_idx + 1.0)
+        cmc, ap, inp = _score_query(orig_cmc, max_rank)
+        all_cmc.append(cmc)
+        all_AP.append(ap)
         all_INP.append(inp)
-        cmc[cmc > 1] = 1
-        all_cmc.append(_pad(cmc, max_rank))
         num_valid_q += 1.0
-
-        num_rel = orig_cmc.sum()
-        tmp_cmc = orig_cmc.cumsum()
-        tmp_cmc = [x / (i + 1.0) for i, x in enumerate(tmp_cmc)]
-        tmp_cmc = np.asarray(tmp_cmc) * orig_cmc
-        all_AP.append(tmp_cmc.sum() / num_rel)
 
     assert num_valid_q > 0, "Error: all query identities do not appear in gallery"
     chosen = all_cmc if image_cmc else new_all_cmc
@@ -100,20 +105,11 @@ def eval_regdb_loop(distmat, q_pids, g_pids, max_rank=20, kind="quicksort"):
         raw_cmc = matches[q_idx][keep]
         if not np.any(raw_cmc):
             continue
-        cmc = raw_cmc.cumsum()
-        pos_idx = np.where(raw_cmc == 1)
-        pos_max_idx = np.max(pos_idx)
-        inp = cmc[pos_max_idx] / (pos_max_idx + 1.0)
+        cmc, ap, inp = _score_query(raw_cmc, max_rank)
+        all_cmc.append(cmc)
+        all_AP.append(ap)
         all_INP.append(inp)
-        cmc[cmc > 1] = 1
-        all_cmc.append(_pad(cmc, max_rank))
         num_valid_q += 1.0
-
-        num_rel = raw_cmc.sum()
-        tmp_cmc = raw_cmc.cumsum()
-        tmp_cmc = [x / (i + 1.0) for i, x in enumerate(tmp_cmc)]
-        tmp_cmc = np.asarray(tmp_cmc) * raw_cmc
-        all_AP.append(tmp_cmc.sum() / num_rel)
 
     assert num_valid_q > 0, "Error: all query identities do not appear in gallery"
     out_cmc = np.asarray(all_cmc).astype(np.float32).sum(0) / num_valid_q

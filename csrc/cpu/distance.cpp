@@ -87,14 +87,13 @@ struct SplitNorms {
   const double* l;
 };
 
-// Rows [r0, r0 + rb) of `rows` (all rows when null) of a float [n, D] matrix, as a [rb, D] matrix.
-Tensor gather_rows(Tensor m, const std::vector<int64_t>* rows, int64_t r0, int64_t rb) {
-  if (rows == nullptr) return torch::stable::narrow(m, 0, r0, rb);
+// Rows rows[r0 .. r0 + rb) of a float [n, D] matrix, as a [rb, D] matrix.
+Tensor gather_rows(const Tensor& m, const std::vector<int64_t>& rows, int64_t r0, int64_t rb) {
   const int64_t dim = m.size(1);
   Tensor out = empty_cpu({rb, dim}, ScalarType::Float);
   const float* src = m.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
-  for (int64_t r = 0; r < rb; ++r) std::copy_n(src + (*rows)[r0 + r] * dim, dim, dst + r * dim);
+  for (int64_t r = 0; r < rb; ++r) std::copy_n(src + rows[r0 + r] * dim, dim, dst + r * dim);
   return out;
 }
 
@@ -170,13 +169,6 @@ std::vector<int64_t> knn_tier_all(const float* xp, int64_t n, int64_t dim, int64
                                   PairBound bound, int64_t cand, int64_t* ip, float* dp) {
   const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 23) / n));
   std::vector<std::vector<Candidate>> heaps(n);
-  // worst[j]: the largest candidate row j keeps once its heap is full (a cheap test before offer)
-  std::vector<Candidate> worst(n, {HUGE_VAL, std::numeric_limits<int64_t>::max()});
-  auto offer_to = [&](int64_t j, Candidate item) {
-    if (!(item < worst[j])) return;
-    offer(heaps[j], cand, item);
-    if (static_cast<int64_t>(heaps[j].size()) == cand) worst[j] = heaps[j].front();
-  };
   std::vector<char> unproven(n, 0);
   for (int64_t i0 = 0; i0 < n; i0 += block) {
     const int64_t rb = std::min(block, n - i0), m = n - i0;
@@ -186,13 +178,13 @@ std::vector<int64_t> knn_tier_all(const float* xp, int64_t n, int64_t dim, int64
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {  // rows of this block, all columns >= i0
       for (int64_t r = b; r < e; ++r) {
         heaps[i0 + r].reserve(cand + 1);
-        for (int64_t c = 0; c < m; ++c) offer_to(i0 + r, {bound(gp[r * m + c], i0 + r, i0 + c), i0 + c});
+        for (int64_t c = 0; c < m; ++c) offer(heaps[i0 + r], cand, {bound(gp[r * m + c], i0 + r, i0 + c), i0 + c});
       }
     });
     torch::stable::parallel_for(rb, m, 64, [&](int64_t b, int64_t e) {  // later rows, columns of this block
       for (int64_t c = b; c < e; ++c) heaps[i0 + c].reserve(cand + 1);
       for (int64_t r = 0; r < rb; ++r)
-        for (int64_t c = b; c < e; ++c) offer_to(i0 + c, {bound(gp[r * m + c], i0 + c, i0 + r), i0 + r});
+        for (int64_t c = b; c < e; ++c) offer(heaps[i0 + c], cand, {bound(gp[r * m + c], i0 + c, i0 + r), i0 + r});
     });
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
       std::vector<Candidate> exact;
@@ -220,7 +212,7 @@ std::vector<int64_t> knn_tier_rows(const float* xp, int64_t n, int64_t dim, int6
   std::vector<char> unproven(total, 0);
   for (int64_t r0 = 0; r0 < total; r0 += block) {
     const int64_t rb = std::min(block, total - r0);
-    const Tensor g = gemm(gather_rows(gemm.h, &rows, r0, rb));
+    const Tensor g = gemm(gather_rows(gemm.h, rows, r0, rb));
     const G* gp = g.const_data_ptr<G>();
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
       std::vector<Candidate> heap, exact;
@@ -281,13 +273,7 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
     torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         double sh = 0.0, sl = 0.0;
-        for (int64_t d = 0; d < dim; ++d) {
-          const float v = xp[i * dim + d], r = round_to_bf16(v);
-          const double lo = static_cast<double>(v) - static_cast<double>(r);
-          hp[i * dim + d] = r;
-          sh += static_cast<double>(r) * r;
-          sl += lo * lo;
-        }
+        for (int64_t d = 0; d < dim; ++d) hp[i * dim + d] = split_bf16(xp[i * dim + d], sh, sl);
         nh[i] = std::sqrt(sh);
         nl[i] = std::sqrt(sl);
       }

@@ -234,6 +234,16 @@ UVIREID_HD float round_to_bf16(float v) {
   return h;
 }
 
+// One element of the bf16 split: returns h = round_to_bf16(v) and adds h^2 and l^2 (l = v - h, exact
+// in double) to the running squared norms.
+UVIREID_HD float split_bf16(float v, double& h2, double& l2) {
+  const float h = round_to_bf16(v);
+  const double l = static_cast<double>(v) - static_cast<double>(h);
+  h2 += static_cast<double>(h) * h;
+  l2 += l * l;
+  return h;
+}
+
 // A lower bound on the exact key of rows i and j, from g = the tier's GEMM value for <h_i, h_j>, the
 // float64 squared norms sq and the norms |x|, |h|, |l| of both rows:
 //   <x_i, x_j> - <h_i, h_j> = <h_i, l_j> + <l_i, x_j>, at most |h_i||l_j| + |l_i||x_j| (Cauchy-Schwarz);

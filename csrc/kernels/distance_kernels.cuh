@@ -27,11 +27,6 @@ __device__ __forceinline__ double warp_max(double v) {
   return __shfl_sync(kFull, v, 0);
 }
 
-__device__ __forceinline__ double warp_min(double v) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) v = fmin(v, __shfl_down_sync(kFull, v, o));
-  return __shfl_sync(kFull, v, 0);
-}
-
 // Global warp id and lane for warp-per-item kernels.
 __device__ __forceinline__ int64_t warp_id() {
   return (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
@@ -113,13 +108,8 @@ __global__ void row_norms_kernel(const float* x, int64_t n, int64_t D, double* s
 __global__ void split_bf16_kernel(const float* x, int64_t n, int64_t D, uint16_t* h, double* nh, double* nl) {
   for (int64_t i = warp_id(); i < n; i += warp_count()) {
     double sh = 0.0, sl = 0.0;
-    for (int64_t d = lane(); d < D; d += kWarp) {
-      const float v = x[i * D + d], r = round_to_bf16(v);
-      const double lo = static_cast<double>(v) - static_cast<double>(r);
-      h[i * D + d] = static_cast<uint16_t>(__float_as_uint(r) >> 16);  // exact: the low half is zero
-      sh += static_cast<double>(r) * r;
-      sl += lo * lo;
-    }
+    for (int64_t d = lane(); d < D; d += kWarp)  // bf16 bits: the float's high half, its low half is zero
+      h[i * D + d] = static_cast<uint16_t>(__float_as_uint(split_bf16(x[i * D + d], sh, sl)) >> 16);
     sh = warp_sum(sh);
     sl = warp_sum(sl);
     if (lane() == 0) {

@@ -24,6 +24,8 @@ def knn_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     self included, ties to the lower index. Returns (indices [N, k] int64, distances [N, k] float32)."""
     xd = x.double()
     n, dim = xd.shape
+    if n == 0:
+        return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
     chunk = max(1, (1 << 24) // max(1, n * dim))  # rows per step: the difference tensor stays ~128 MB
     idx, dist = [], []
     for i in range(0, n, chunk):
@@ -31,8 +33,6 @@ def knn_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         dd, di = torch.sort(d, dim=1, stable=True)  # stable: equal distances keep index order
         idx.append(di[:, :k])
         dist.append(dd[:, :k])
-    if n == 0:
-        return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k)
     return torch.cat(idx).contiguous(), torch.cat(dist).float().contiguous()
 
 
