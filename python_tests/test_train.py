@@ -14,7 +14,9 @@ import torch.multiprocessing as mp
 from uvireid_ext.__main__ import main as cli
 from uvireid_ext.config import Config, add_arguments, config_from_args, make_config
 from uvireid_ext.data.synthetic import make_sysu
-from uvireid_ext.train import Trainer, extract_features, load_eval_set, load_train_set
+from uvireid_ext.data.sets import load_eval_set, load_train_set
+from uvireid_ext.features import extract_features
+from uvireid_ext.train import Trainer
 
 H, W = 32, 16
 
@@ -205,13 +207,14 @@ def test_weight_and_recipe_errors(data, tmp_path) -> None:
         make_config("ecul2", 1)
     cfg = small_config("baseline", str(tmp_path))
     cfg.recipe.sca_distance = "l3"
-    with pytest.raises(ValueError, match="unknown sca_distance 'l3'"):
+    with pytest.raises(ValueError, match=r"unknown sca_distance 'l3' \(recipe.sca_distance\); expected one of l1, l2sq"):
         Trainer(cfg, *data)
 
 
 def test_cli_errors_and_config_precedence(root, tmp_path, capsys) -> None:
-    assert cli(["train", "--recipe", "nope", "--data-root", root]) == 2
-    assert "unknown recipe 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli(["train", "--recipe", "nope", "--data-root", root])
+    assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     assert cli(["train", "--recipe", "mmm", "--data-root", str(tmp_path / "gone"), "--device", "cpu",
                 "--output", str(tmp_path / "o")]) == 2
     assert "data root not found" in capsys.readouterr().err
@@ -221,11 +224,11 @@ def test_cli_errors_and_config_precedence(root, tmp_path, capsys) -> None:
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    cfg = config_from_args(p.parse_args(["--config", str(cfg_file), "--lr", "0.5", "--sca", "false",
-                                         "--tsmem-switch", "none", "--epochs", "10"]))
+    cfg = config_from_args(p.parse_args(["--config", str(cfg_file), "--lr", "0.5", "--objectives", "cluster_nce",
+                                         "triplet", "--tsmem-switch", "none", "--epochs", "10"]))
     assert cfg.recipe.recipe == "mmm" and cfg.recipe.mmlm  # preset of the file's recipe
     assert cfg.optim.iters == 7 and cfg.optim.lr == 0.5 and cfg.optim.epochs == 10  # flags beat the file
-    assert cfg.recipe.sca is False and cfg.recipe.tsmem_switch is None
+    assert cfg.recipe.objectives == ["cluster_nce", "triplet"] and cfg.recipe.tsmem_switch is None
     cfg_file.write_text(json.dumps({"optim": {"itres": 7}}))
     with pytest.raises(ValueError, match="unknown field optim.itres"):
         config_from_args(p.parse_args(["--config", str(cfg_file)]))

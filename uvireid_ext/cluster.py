@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .metrics import ari
+from .modality import Modality
 from .ops.cluster import dbscan
 from .ops.distance import jaccard_distance
 
@@ -31,12 +33,14 @@ __all__ = [
     "CONFIGS",
     "ClusterConfig",
     "JaccardConfig",
+    "Labels",
     "PseudoLabels",
+    "label_stats",
+    "oracle_labels",
     "pseudo_labels",
+    "recipe_labels",
     "select_cross_modality",
 ]
-
-VISIBLE, INFRARED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def pseudo_labels(
 
     Args:
         features: [N, D] float features of all training images (both modalities).
-        modality: [N] integer, 0 = visible, 1 = infrared.
+        modality: [N] integer ``Modality`` values (0 = visible, 1 = infrared).
         camera: [N] integer camera ids (needed by EMCC; ignored by the plain expansion).
         recipe, dataset: pick the configuration from ``CONFIGS`` (``config`` overrides it).
         joint: also cluster visible + infrared together.
@@ -189,7 +193,7 @@ def pseudo_labels(
         raise ValueError(f"cluster: expected features [N, D], got {tuple(getattr(features, 'shape', ()))}")
     _check_ids("modality", modality, features)
     _check_ids("camera", camera, features)
-    if modality.numel() and not bool(((modality == VISIBLE) | (modality == INFRARED)).all()):
+    if modality.numel() and not bool(((modality == Modality.VISIBLE) | (modality == Modality.INFRARED)).all()):
         raise ValueError(
             f"cluster: modality must hold 0 (visible) or 1 (infrared), got {modality.unique().tolist()}"
         )
@@ -203,8 +207,8 @@ def pseudo_labels(
     if select_joint is not None:
         config = dataclasses.replace(config, select_joint=select_joint)
     features = features.float().contiguous()
-    vi = (modality == VISIBLE).nonzero().flatten()
-    ri = (modality == INFRARED).nonzero().flatten()
+    vi = (modality == Modality.VISIBLE).nonzero().flatten()
+    ri = (modality == Modality.INFRARED).nonzero().flatten()
     out = []
     for name, idx in (("visible", vi), ("infrared", ri)):
         cam = camera[idx] if camera is not None else None
@@ -217,3 +221,87 @@ def pseudo_labels(
         if config.select_joint:
             joint_labels = select_cross_modality(joint_labels, modality)
     return PseudoLabels(out[0], out[1], joint_labels, vi, ri)
+
+
+# --------------------------------------------------------------------------------------------------
+# The label stage of one training epoch: the recipe's pseudo-labels (MMLM transfer included), or the
+# ground truth (oracle), and their cluster counts and ARI.
+
+
+@dataclass
+class Labels:
+    """One epoch's pseudo-labels, all [N] over the training set (−1 = outlier / unused)."""
+
+    intra: Tensor  # visible and infrared ids in their own label spaces (MMLM: one shared space)
+    joint: Tensor | None
+    shared: bool  # True when visible and infrared ids name the same identities (MMLM)
+
+
+def oracle_labels(pid: Tensor, device: torch.device) -> Labels:
+    """Ground-truth identities (0..C-1) as intra and joint labels, shared across modalities."""
+    if not bool((pid >= 0).all()):
+        raise ValueError("train: oracle_labels needs ground-truth identities for every image")
+    gt = torch.unique(pid, return_inverse=True)[1].to(device)
+    return Labels(gt, gt.clone(), True)
+
+
+def recipe_labels(
+    features: Tensor,
+    modality: Tensor,
+    camera: Tensor,
+    pid: Tensor,
+    config: ClusterConfig,
+    *,
+    joint: bool,
+    select_joint: bool,
+    mmlm_method: str | None,
+    seed: int,
+) -> tuple[Labels, dict]:
+    """Clustering (:func:`pseudo_labels`), then, with ``mmlm_method``, MMLM's transfer of the infrared
+    labels onto the matched visible clusters. Returns the labels and log entries (DBSCAN warnings, and
+    the visible clustering's own ARI before the transfer when the ground truth is known)."""
+    n = features.shape[0]
+    info: dict = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl = pseudo_labels(features, modality, camera, config=config, joint=joint, select_joint=select_joint)
+    info["warnings"] = [str(w.message) for w in caught]
+    intra = torch.full((n,), -1, dtype=torch.int64, device=features.device)
+    lv, lr = pl.visible, pl.infrared
+    shared = False
+    if mmlm_method is not None and bool((lv >= 0).any()) and bool((lr >= 0).any()):
+        from .matching import mmlm
+
+        res = mmlm(features[pl.visible_index], lv, features[pl.infrared_index], lr, method=mmlm_method, seed=seed)
+        lv, shared = res.vis_labels, True
+    if shared and bool((pid >= 0).all()):  # the clustering's own quality, before the transfer
+        info["ari_visible_clustering"] = ari(pl.visible, pid[pl.visible_index.cpu()])
+    intra[pl.visible_index], intra[pl.infrared_index] = lv, lr
+    return Labels(intra, pl.joint, shared), info
+
+
+def label_stats(labels: Labels, modality: Tensor, pid: Tensor, info: dict) -> dict:
+    """Cluster and outlier counts per modality and, where the ground truth ``pid`` is known, the ARI of
+    each label set; added to ``info`` (whose ``ari_visible_clustering``, when present, becomes the
+    visible score, the transferred labels' one ``visible_after_mmlm``)."""
+    intra = labels.intra
+    sets = {"visible": modality == Modality.VISIBLE, "infrared": modality == Modality.INFRARED}
+    for name, m in sets.items():
+        lab = intra[m]
+        info[f"clusters_{name}"] = int(lab[lab >= 0].unique().numel())  # after MMLM ids are not 0..C-1
+        info[f"outliers_{name}"] = int((lab < 0).sum())
+    if labels.joint is not None:
+        info["clusters_joint"] = int(labels.joint.unique().ge(0).sum())
+    if bool((pid >= 0).all()):
+        scores = {}
+        for name, m in sets.items():
+            scores[name] = ari(intra[m], pid[m])
+        if "ari_visible_clustering" in info:
+            scores["visible_after_mmlm"] = scores["visible"]
+            scores["visible"] = info.pop("ari_visible_clustering")
+        if labels.shared:
+            scores["cross_modality"] = ari(intra, pid)
+        if labels.joint is not None:
+            scores["joint"] = ari(labels.joint, pid)
+        info["ari"] = scores
+    return info

@@ -28,8 +28,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "baseline": ("baseline", {}),
     "mmm": ("mmm", {}),
     "ecul": ("ecul", {}),
-    "baseline+MMLM": ("mmm", {"sca": False, "triplet_weight": 0.0}),
-    "baseline+MMLM+SCA": ("mmm", {"triplet_weight": 0.0}),
+    "baseline+MMLM": ("mmm", {"objectives": ["cluster_nce"]}),
+    "baseline+MMLM+SCA": ("mmm", {"objectives": ["cluster_nce", "sca"]}),
     "ecul w/o EMCC": ("ecul", {"clustering": "baseline"}),
     "ecul w/o TSMem": ("ecul", {"tsmem_switch": None}),
 }

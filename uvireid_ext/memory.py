@@ -17,7 +17,11 @@ __all__ = [
     "ClusterMemory",
     "InstanceMemory",
     "TSMem",
+    "cluster_memories",
     "cross_modality_aggregate",
+    "joint_memory",
+    "memory_from_state",
+    "memory_momentum",
     "singleton_labels",
 ]
 
@@ -215,3 +219,57 @@ def cross_modality_aggregate(
             memory_r[b] = own_weight * old_r + (1 - own_weight) * old_v
     logger.info("cross-modality aggregation: %d matched cluster pairs", len(matches))
     return matches
+
+
+# --------------------------------------------------------------------------------------------------
+# Building an epoch's memories
+
+
+def memory_momentum(momentum: float, tsmem_switch: int | None, epoch: int) -> float:
+    """The cluster memories' momentum at ``epoch``: ``momentum`` throughout, or TSMem's schedule
+    (replacement before ``tsmem_switch``, ``momentum`` from it on)."""
+    if tsmem_switch is None:
+        return momentum
+    return TSMem(tsmem_switch, momentum).momentum(epoch)
+
+
+@torch.no_grad()
+def cluster_memories(
+    features: torch.Tensor, labels: torch.Tensor, masks: dict[str, torch.Tensor], shared: bool, temp: float
+) -> dict[str, ClusterMemory]:
+    """One cluster memory per modality (``masks``: name → [N] bool over ``features``): the normalised means
+    of its clusters. With ``shared`` labels (MMLM) both memories span the same ids 0..max."""
+    c_shared = int(labels.max()) + 1 if shared else None
+    out = {}
+    for name, m in masks.items():
+        lab = labels[m]
+        c = c_shared if c_shared is not None else int(lab.max()) + 1
+        out[name] = ClusterMemory.from_features(features[m], lab, c, temp)
+    return out
+
+
+@torch.no_grad()
+def joint_memory(
+    features: torch.Tensor, joint: torch.Tensor, masks: dict[str, torch.Tensor], temp: float
+) -> ClusterMemory:
+    """Joint memory: per joint cluster the normalised mean of its per-modality normalised means (a
+    cluster present in one modality only takes that modality's mean)."""
+    c = int(joint.max()) + 1
+    means = [segment_reduce(features[m], joint[m], c, None, "mean", normalize=True) for m in masks.values()]
+    has = [torch.bincount(joint[m][joint[m] >= 0], minlength=c)[:, None] > 0 for m in masks.values()]
+    both = (means[0] * has[0] + means[1] * has[1]) / (has[0].float() + has[1].float()).clamp(min=1)
+    mem = ClusterMemory(c, features.shape[1], temp).to(features.device)
+    mem.features.copy_(F.normalize(both, dim=1))
+    return mem
+
+
+def memory_from_state(kind: str, state: dict, temp: float) -> torch.nn.Module:
+    """A memory of class name ``kind`` ("ClusterMemory" / "InstanceMemory") restored from its state dict."""
+    if kind == "ClusterMemory":
+        m: torch.nn.Module = ClusterMemory(*state["features"].shape, temp)
+    elif kind == "InstanceMemory":
+        m = InstanceMemory(state["slots"], torch.full((state["slots"].shape[0],), -1), temp)
+    else:
+        raise ValueError(f"memory_from_state: unknown memory kind {kind!r}; expected ClusterMemory or InstanceMemory")
+    m.load_state_dict(state)
+    return m
