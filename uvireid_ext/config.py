@@ -94,6 +94,7 @@ class RecipeConfig:
     select_joint: bool = True
     mmlm: bool = False
     mmlm_method: str = "greedy"  # greedy (code) | hungarian (paper)
+    mmlm_start: int | None = None  # epoch from which MMLM runs (before it: per-modality labels); None: from 0
     recluster: bool = True
     sca: bool = False
     oracle_labels: bool = False  # diagnostic upper bound: ground-truth identities instead of clustering
@@ -135,7 +136,8 @@ def recipe_preset(name: str, epochs: int) -> RecipeConfig:
         return RecipeConfig(recipe=name, clustering="baseline", joint_start=epochs // 2, joint_weight=1.0)
     if name == "mmm":
         return RecipeConfig(
-            recipe=name, clustering="baseline", mmlm=True, sca=True, triplet_weight=1.0, memory_momentum=0.1
+            recipe=name, clustering="baseline", mmlm=True, mmlm_start=epochs // 2, sca=True, triplet_weight=1.0,
+            memory_momentum=0.1,
         )
     if name == "ecul":
         return RecipeConfig(

@@ -453,7 +453,8 @@ class Trainer:
                 intra = torch.full((n,), -1, dtype=torch.int64, device=self.device)
                 lv, lr = pl.visible, pl.infrared
                 shared = False
-                if r.mmlm and bool((lv >= 0).any()) and bool((lr >= 0).any()):
+                mmlm_on = r.mmlm and (r.mmlm_start is None or epoch >= r.mmlm_start)
+                if mmlm_on and bool((lv >= 0).any()) and bool((lr >= 0).any()):
                     from .matching import mmlm
 
                     res = mmlm(feats[pl.visible_index], lv, feats[pl.infrared_index], lr, method=r.mmlm_method,
