@@ -4,7 +4,7 @@ references (uvireid_ext.reference) and the classic NumPy port (bench/baselines).
 import numpy as np
 import pytest
 import torch
-from common import DEVICES
+from common import DEVICES, NEEDS_DEVICE
 
 import uvireid_ext as U
 from bench.baselines.classic_jaccard import classic_jaccard
@@ -321,6 +321,7 @@ def test_jaccard_rejects_rows_that_are_not_probabilities(device):
 
 
 @pytest.mark.cuda
+@NEEDS_DEVICE
 def test_mixed_devices_are_named():
     x = clustered(20, 4, 2)
     rank, _ = U.knn(x, 5)
@@ -459,6 +460,7 @@ def test_torch_compile_fullgraph():
 
 
 @pytest.mark.cuda
+@NEEDS_DEVICE
 def test_cpu_and_cuda_agree_sparse():
     x = clustered(3000, 128, 60, noise=0.8)
     modality = torch.randint(0, 2, (3000,))
