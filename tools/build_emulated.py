@@ -61,7 +61,7 @@ def compile_one(cxx: str, src: str, out_dir: str, flags: list[str], sanitize: st
     if sanitize == "thread" and src.endswith("simt.cpp"):
         # The scheduler's own bookkeeping crosses fibers without sanitizer-visible ordering on purpose:
         # it is the thing that orders them. It tells ThreadSanitizer the CUDA ordering instead.
-        extra.append("-fno-sanitize=thread")
+        extra += ["-fno-sanitize=thread", "-DUVIREID_EMU_TSAN=1"]
     cmd = [cxx, *flags, *extra, "-MMD", "-MF", dep, "-c", src, "-o", obj]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

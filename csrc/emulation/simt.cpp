@@ -1,5 +1,6 @@
-// The SIMT scheduler of the emulated-CUDA test build (see simt.h). Fibers are ucontext contexts on
-// mmap'd stacks with a guard page; under AddressSanitizer and ThreadSanitizer every switch is
+// The SIMT scheduler of the emulated-CUDA test build (see simt.h). Fibers run on mmap'd stacks with
+// a guard page and switch with a few instructions (x86-64; ucontext elsewhere, which costs a system
+// call per switch); under AddressSanitizer and ThreadSanitizer every switch is
 // announced to the sanitizer, and ThreadSanitizer gets exactly the ordering CUDA guarantees inside
 // a block (barriers and warp intrinsics), so a missing barrier shows up as a data race. Blocks are
 // ordered one after another for ThreadSanitizer too: they share one copy of the __shared__ arrays.
@@ -8,7 +9,9 @@
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <sys/mman.h>
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,9 +30,13 @@
 #include <sanitizer/common_interface_defs.h>
 #define UVIREID_EMU_ASAN 1
 #endif
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
+// This file itself is built without ThreadSanitizer instrumentation (tools/build_emulated.py), which
+// then defines UVIREID_EMU_TSAN for it.
+#if defined(__SANITIZE_THREAD__) && !defined(UVIREID_EMU_TSAN)
 #define UVIREID_EMU_TSAN 1
+#endif
+#ifdef UVIREID_EMU_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 
 namespace uvireid {
@@ -43,6 +50,71 @@ constexpr size_t kStackBytes = size_t{128} << 10;
 #endif
 
 enum class State : uint8_t { Ready, AtBlock, AtWarp, Done };
+
+[[noreturn]] void fiber_main();
+
+#if defined(__x86_64__)
+// A suspended context is its stack pointer; the callee-saved registers and the SSE/x87 control
+// words are on its stack. switch_context saves the running one into *from and resumes `to`.
+extern "C" void uvireid_emu_switch_context(void** from, void* to);
+asm(R"(
+  .text
+  .globl uvireid_emu_switch_context
+  .hidden uvireid_emu_switch_context
+  .type uvireid_emu_switch_context, @function
+uvireid_emu_switch_context:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size uvireid_emu_switch_context, .-uvireid_emu_switch_context
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_context(Context& from, Context& to) { uvireid_emu_switch_context(&from.sp, to.sp); }
+// A fresh context that starts fiber_main on the stack [base, base + bytes).
+inline void make_context(Context& c, char* base, size_t bytes) {
+  auto* top = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(base + bytes) & ~uintptr_t{15});
+  uint64_t* sp = top - 9;  // control words, six registers, the entry, a null return address
+  uint32_t csr[2] = {0x1F80u, 0x037Fu};  // default MXCSR and x87 control word
+  std::memcpy(sp, csr, sizeof csr);
+  for (int r = 1; r <= 6; ++r) sp[r] = 0;
+  sp[7] = reinterpret_cast<uint64_t>(&fiber_main);
+  sp[8] = 0;  // fiber_main never returns; it starts with rsp = top - 8, as after a call
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc{};
+};
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, char* base, size_t bytes) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = base;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, fiber_main, 0);
+}
+#endif
 
 struct Wait {
   const char* file = nullptr;
@@ -67,7 +139,7 @@ struct Thread {
 
 // One fiber per thread slot of a block, reused by every block and launch of this OS thread.
 struct Fiber {
-  ucontext_t ctx{};
+  Context ctx;
   char* stack = nullptr;  // usable part, above the guard page
   void* tsan = nullptr;
   void* asan_fake = nullptr;
@@ -101,14 +173,17 @@ struct Block {
   int done = 0;
   int block_generation = 0;
   Thread* current = nullptr;
-  ucontext_t host{};
+  Context host;
   void* host_tsan = nullptr;
   void* host_asan_fake = nullptr;
   const void* host_stack_bottom = nullptr;
   size_t host_stack_size = 0;
   std::string error;
   // Addresses ThreadSanitizer synchronises on (contents unused).
-  char start_token = 0, end_token = 0, block_tokens[2] = {};
+  // end_tokens[k & 1]: what the fibers of the k-th block run did, for the next block (never for
+  // their own block: its fibers stay unordered but for the barriers and intrinsics).
+  char start_token = 0, end_tokens[2] = {}, block_tokens[2] = {};
+  uint64_t blocks_run = 0;
   std::vector<char> warp_tokens;  // 2 per warp
 };
 
@@ -151,24 +226,24 @@ void switch_to_host(Block& b, Thread& t, bool exiting) {
 #ifdef UVIREID_EMU_TSAN
   __tsan_switch_to_fiber(b.host_tsan, __tsan_switch_to_fiber_no_sync);
 #endif
-  swapcontext(&f.ctx, &b.host);
+  switch_context(f.ctx, b.host);
 #ifdef UVIREID_EMU_ASAN
   __sanitizer_finish_switch_fiber(f.asan_fake, &b.host_stack_bottom, &b.host_stack_size);
 #endif
 }
 
-void fiber_main() {
+[[noreturn]] void fiber_main() {
   Block& b = *g_block;
   Thread& t = *b.current;
 #ifdef UVIREID_EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &b.host_stack_bottom, &b.host_stack_size);
 #endif
   sync_acquire(&b.start_token);  // the launcher's writes, and the blocks before this one
-  sync_acquire(&b.end_token);
+  sync_acquire(&b.end_tokens[(b.blocks_run + 1) & 1]);
   b.body(b.ctx);
   t.state = State::Done;
   ++b.done;
-  sync_release(&b.end_token);
+  sync_release(&b.end_tokens[b.blocks_run & 1]);
   switch_to_host(b, t, true);
   std::abort();  // a finished fiber is never resumed
 }
@@ -182,11 +257,7 @@ void resume(Block& b, Thread& t) {
 #ifdef UVIREID_EMU_ASAN
     __asan_unpoison_memory_region(f.stack, kStackBytes);  // a fiber abandoned by a failed launch may have left poison
 #endif
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack;
-    f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_main, 0);
+    make_context(f.ctx, f.stack, kStackBytes);
   }
 #ifdef UVIREID_EMU_ASAN
   __sanitizer_start_switch_fiber(&b.host_asan_fake, f.stack, kStackBytes);
@@ -194,7 +265,7 @@ void resume(Block& b, Thread& t) {
 #ifdef UVIREID_EMU_TSAN
   __tsan_switch_to_fiber(f.tsan, __tsan_switch_to_fiber_no_sync);
 #endif
-  swapcontext(&b.host, &f.ctx);
+  switch_context(b.host, f.ctx);
 #ifdef UVIREID_EMU_ASAN
   __sanitizer_finish_switch_fiber(b.host_asan_fake, nullptr, nullptr);
 #endif
@@ -408,6 +479,7 @@ void run_block(Block& b, Schedule schedule, std::mt19937_64& rng) {
   b.warp_generation.assign(static_cast<size_t>(warps), 0);
   b.warp_tokens.assign(static_cast<size_t>(2 * warps), 0);
   b.at_block = b.done = b.block_generation = 0;
+  sync_release(&b.start_token);  // the set-up above and the launcher's writes, to every fiber of the block
   std::vector<int> order(static_cast<size_t>(b.nthreads));
   for (int i = 0; i < b.nthreads; ++i) order[static_cast<size_t>(i)] = schedule == Schedule::Reverse ? b.nthreads - 1 - i : i;
   while (b.done < b.nthreads) {
@@ -498,7 +570,6 @@ void run_grid(void (*body)(void*), void* ctx, const void* kernel, dim3 grid, dim
 #ifdef UVIREID_EMU_TSAN
   b->host_tsan = __tsan_get_current_fiber();
 #endif
-  sync_release(&b->start_token);
   g_block = b.get();
   std::string error;
   for (unsigned z = 0; z < grid.z && error.empty(); ++z)
@@ -506,10 +577,12 @@ void run_grid(void (*body)(void*), void* ctx, const void* kernel, dim3 grid, dim
       for (unsigned x = 0; x < grid.x && error.empty(); ++x) {
         b->block_idx = {x, y, z};
         run_block(*b, schedule, rng);
+        ++b->blocks_run;
         if (!b->error.empty()) error = block_header(*b, kernel_name(kernel)) + ": " + b->error;
       }
   g_block = nullptr;
-  sync_acquire(&b->end_token);
+  sync_acquire(&b->end_tokens[0]);
+  sync_acquire(&b->end_tokens[1]);
   if (!error.empty()) throw std::runtime_error(error);
 }
 
