@@ -11,4 +11,6 @@ CUDA_DEVICE = "cpu" if EMULATED else "cuda"
 CUDA = pytest.param(CUDA_DEVICE, marks=pytest.mark.cuda, id="cuda")
 DEVICES = ["cpu", CUDA]
 # For `cuda` tests that need real CUDA tensors next to CPU ones (device mismatches, CPU vs CUDA).
-NEEDS_DEVICE = pytest.mark.skipif(EMULATED, reason="needs CPU and CUDA tensors side by side; the emulated build has one")
+NEEDS_DEVICE = pytest.mark.skipif(
+    EMULATED, reason="needs CPU and CUDA tensors side by side; the emulated build has one"
+)

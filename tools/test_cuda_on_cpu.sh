@@ -4,9 +4,10 @@
 # against it, once per thread schedule (forward, reverse, random order within each block).
 # Exit 0 only when every run passes. Needs the README's set-up (.venv with the package installed).
 #
-#   tools/test_cuda_on_cpu.sh [--schedule forward|reverse|random] [--sanitize] [pytest args...]
+#   tools/test_cuda_on_cpu.sh [--schedule forward|reverse|random] [--sanitize] [--mutations] [pytest args...]
 #
-# --schedule: only that schedule (default: all three). --sanitize: the same runs under
+# --schedule: only that schedule (default: all three). --mutations: then seed known kernel bugs
+# and require each to be caught (tools/check_mutations.py). --sanitize: the same runs under
 # ThreadSanitizer and then AddressSanitizer instead (slower; DBSCAN's union-find races on purpose,
 # see csrc/kernels/cluster.cuh, and is suppressed in tools/tsan.supp). See the README's development
 # section for what the emulation can and cannot find.
@@ -17,11 +18,13 @@ export MAX_JOBS=${MAX_JOBS:-2}
 
 schedules=(forward reverse random)
 sanitize=0
+mutations=0
 pytest_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --schedule) schedules=("$2"); shift 2 ;;
     --sanitize) sanitize=1; shift ;;
+    --mutations) mutations=1; shift ;;
     *) pytest_args+=("$1"); shift ;;
   esac
 done
@@ -56,5 +59,9 @@ else
   # libstdc++ preloaded too: AddressSanitizer's exception interceptors need it present at start-up.
   run_twins "$lib" LD_PRELOAD="$($cxx -print-file-name=libasan.so) $($cxx -print-file-name=libstdc++.so)" \
     ASAN_OPTIONS="detect_leaks=0 halt_on_error=1 detect_stack_use_after_return=0"
+fi
+if [[ $mutations == 1 ]]; then
+  echo "== mutation check"
+  PYTHON="$PYTHON" "$PYTHON" tools/check_mutations.py
 fi
 echo "emulated CUDA: all runs passed"
