@@ -9,12 +9,12 @@ Recipes are presets of :class:`RecipeConfig` on one training loop (``uvireid_ext
   joint ClusterNCE from half-way on (stage 2).
 * ``mmm``: CMC labels → MMLM (visible clusters take their matched infrared cluster's label) → training
   with ClusterNCE on the shared labels, SCA (GMM confidences, intra alignment to confidence-weighted
-  prototypes, inter MMD²) and batch-hard triplet. Paper-vs-code switches (methods.md §8):
+  prototypes, inter MMD²) and batch-hard triplet. Paper-vs-code switches (docs/methods.md, MMM):
   ``mmlm_method`` greedy (code) | hungarian (paper), ``sca_distance`` l1 (code) | l2sq (paper),
   ``recluster`` (re-cluster every epoch; the code clusters once and keeps the labels).
 * ``ecul``: EMCC clustering, cluster + instance memories, TSMem (replacement, then momentum),
   cross-modality memory aggregation from 1/4 of the run, joint clustering with instance selection and
-  weight 0.7 from 1/2 (MPJL's 25/25/50 schedule, inferred, methods.md §3).
+  weight 0.7 from 1/2 (MPJL's 25/25/50 schedule, inferred, docs/methods.md, ECUL).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The one training loop of the baseline / MMM / ECUL recipes (``uvireid_ext.config`` holds the presets).
 
-One epoch (DESIGN.md, "data flow of one training epoch")::
+One epoch (docs/architecture.md, "One training epoch")::
 
     extract   flip-averaged L2-normalised BN features of every training image (each DDP rank its share,
               all-gathered)
