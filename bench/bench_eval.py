@@ -6,10 +6,10 @@ Cases (targets from issue 5, CPU):
   sysu-multi   all-search multi-shot,  10 trials of 3,803 x 3,010    <= 10 s
   big          one 10,000 x 10,000 matrix (1,000 ids, SYSU cameras)   <= 5 s (GPU: <= 0.2 s)
 
-The loop takes minutes for the full protocols (evaluation.md §5), so it is timed on a prefix of the
+The loop takes minutes for the full protocols (seconds per SYSU trial), so it is timed on a prefix of the
 query rows of one trial and scaled linearly to the full case (rows and trials); the reported baseline
 figures say so. On that prefix the two implementations' metrics are also compared.
-Distance matrices are built before timing (excluded, as in evaluation.md §5).
+Distance matrices are built before timing (excluded from both timings).
 
     PYTHONPATH=. python bench/bench_eval.py [--device cuda] [--trials 10] [--out bench/results]
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.baselines.eval_loop import eval_sysu_loop  # noqa: E402
 from uvireid_ext.evaluate import eval_sysu  # noqa: E402
 
-# SYSU-MM01 test-set shape (evaluation.md §1.2): 96 ids; cam1/cam2 share 56 ids; cam4 94, cam5 95 ids;
+# SYSU-MM01 test-set shape (docs/protocols.md, SYSU-MM01): 96 ids; cam1/cam2 share 56 ids; cam4 94, cam5 95 ids;
 # queries cam3 1,883 images (93 ids) + cam6 1,920 images (96 ids) = 3,803.
 N_IDS, DIM = 96, 256
 

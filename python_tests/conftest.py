@@ -1,10 +1,20 @@
+import os
 import random
+import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
-import uvireid_ext
+# The emulated-CUDA session (tools/test_cuda_on_cpu.sh) loads the emulated op library in place of
+# uvireid_ext._C: it defines the same ops, with the CUDA launchers registered for CPU tensors.
+EMULATED_LIBRARY = os.environ.get("UVIREID_EMULATED_CUDA")
+if EMULATED_LIBRARY:
+    torch.ops.load_library(EMULATED_LIBRARY)
+    sys.modules["uvireid_ext._C"] = types.ModuleType("uvireid_ext._C")
+
+import uvireid_ext  # noqa: E402
 
 
 def cuda_usable() -> bool:
@@ -13,6 +23,12 @@ def cuda_usable() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    if EMULATED_LIBRARY:  # only the `cuda` twins: the CPU kernels are not in the emulated library
+        skip = pytest.mark.skip(reason="the emulated-CUDA session runs the `cuda` tests only")
+        for item in items:
+            if "cuda" not in item.keywords:
+                item.add_marker(skip)
+        return
     if cuda_usable():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device and a CUDA build of uvireid_ext")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from common import DEVICES
+from common import DEVICES, NEEDS_DEVICE
 
 import uvireid_ext.reference as R
 from uvireid_ext.ops.memory import memory_update_, segment_reduce
@@ -121,6 +121,7 @@ def test_memory_update_errors(kwargs, match):
 
 
 @pytest.mark.cuda
+@NEEDS_DEVICE
 def test_memory_update_mixed_devices():
     with pytest.raises(RuntimeError, match="memory_update_: expected features on the same device as memory"):
         memory_update_(

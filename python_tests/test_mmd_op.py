@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from common import DEVICES
+from common import DEVICES, NEEDS_DEVICE
 
 import uvireid_ext.reference as R
 from uvireid_ext.ops.mmd import mmd2
@@ -128,6 +128,7 @@ def test_mmd2_errors(kwargs, match):
 
 
 @pytest.mark.cuda
+@NEEDS_DEVICE
 def test_mmd2_mixed_devices():
     with pytest.raises(RuntimeError, match="mmd2: expected y on the same device as x"):
         mmd2(

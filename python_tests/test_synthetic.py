@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from uvireid_ext.__main__ import main
-from uvireid_ext.data import regdb, sysu
+from uvireid_ext.data import regdb, synthetic, sysu
 from uvireid_ext.data.synthetic import make_camera, make_person, make_regdb, make_sysu, render
 from uvireid_ext.evaluate import evaluate_regdb, evaluate_sysu
 
@@ -53,18 +53,67 @@ def test_sysu_deterministic_and_loadable(sysu_root, tmp_path):
     assert Image.open(g[0]).mode == "RGB"
 
 
-def test_infrared_ignores_clothing_colour():
+def test_infrared_keeps_lightness_not_hue():
+    """Near-infrared: the same image for dyes of equal lightness (hue is lost), a different one when
+    lightness changes; thermal (RegDB) ignores the dye altogether; visible sees every change."""
     rng = np.random.default_rng(0)
     person = make_person(rng)
-    recoloured = dataclasses.replace(person, colours=255 - person.colours)
-    ir = make_camera(np.random.default_rng(1), True, (64, 128))
-    vis = make_camera(np.random.default_rng(2), False, (64, 128))
-    a = np.asarray(render(person, ir, np.random.default_rng(5), (64, 128)))
-    b = np.asarray(render(recoloured, ir, np.random.default_rng(5), (64, 128)))
-    np.testing.assert_array_equal(a, b)
-    c = np.asarray(render(person, vis, np.random.default_rng(5), (64, 128)))
-    d = np.asarray(render(recoloured, vis, np.random.default_rng(5), (64, 128)))
-    assert np.abs(c.astype(int) - d.astype(int)).mean() > 5
+    light = synthetic.lightness(person.colours)
+    grey = dataclasses.replace(person, colours=np.repeat(light[:, None] * 255, 3, axis=1))
+    inverted = dataclasses.replace(person, colours=255 - person.colours)
+    size = (64, 128)
+    nir, vis = make_camera(np.random.default_rng(1), True, size), make_camera(np.random.default_rng(2), False, size)
+    thermal = make_camera(np.random.default_rng(3), "thermal", size)
+
+    def img(p, cam):
+        return np.asarray(render(p, cam, np.random.default_rng(5), size)).astype(int)
+
+    assert np.abs(img(person, nir) - img(grey, nir)).max() <= 1
+    assert np.abs(img(person, nir) - img(inverted, nir)).mean() > 2
+    np.testing.assert_array_equal(img(person, thermal), img(inverted, thermal))
+    assert np.abs(img(person, vis) - img(grey, vis)).mean() > 2
+
+
+def test_nir_response_keeps_the_order_of_parts():
+    v = np.linspace(0, 1, 101)
+    r = synthetic.ir_response(v)
+    assert r[0] == pytest.approx(0) and r[-1] == pytest.approx(1) and np.all(np.diff(r) > 0)
+    # a print differs from its cloth in lightness, on the same material: it shows in infrared
+    for seed in range(50):
+        p = make_person(np.random.default_rng(seed))
+        assert p.nir[synthetic.PATTERN] == p.nir[synthetic.TOP]
+        light = synthetic.lightness(p.colours)
+        assert abs(light[synthetic.PATTERN] - light[synthetic.TOP]) > 0.2
+        ir = synthetic.part_intensity(p, "nir")
+        assert abs(ir[synthetic.PATTERN] - ir[synthetic.TOP]) > 0.1
+
+
+def test_sysu_test_ids_counts_and_record(tmp_path):
+    counts = make_sysu(str(tmp_path / "s"), ids=20, test_ids=8, seed=1, per_camera=4, size=(16, 32))
+    assert counts["test_ids"] == 8 and counts["train_ids"] + counts["val_ids"] == 12
+    rec = synthetic.read_marker(str(tmp_path / "s"))
+    assert rec["kind"] == "sysu" and rec["params"]["test_ids"] == 8 and rec["counts"] == counts
+    sizes = [len(os.listdir(d)) for d in (tmp_path / "s").glob("cam*/*")]
+    assert min(sizes) >= 2 and len(set(sizes)) > 4  # counts vary per (identity, camera)
+    for pid in sysu.read_ids(str(tmp_path / "s"), "test"):  # multi-shot needs 10 per visible camera
+        for cam in ("cam1", "cam2", "cam4", "cam5"):
+            d = tmp_path / "s" / cam / pid
+            assert not d.is_dir() or len(os.listdir(d)) >= 10
+    assert synthetic.read_marker(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"ids": 5}, "ids must be >= 6"),
+    ({"ids": 10, "test_ids": 9}, "test_ids must be in"),
+    ({"ids": 10, "test_ids": 0}, "test_ids must be in"),
+    ({"ids": 10, "per_camera": 1}, "per_camera must be >= 2"),
+    ({"ids": 10, "per_camera": 5, "vary_counts": False}, "per_camera must be >= 10"),
+    ({"ids": 10, "size": (4, 32)}, "size must be"),
+])
+def test_sysu_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_sysu(str(tmp_path / "x"), **kwargs)
+    assert not (tmp_path / "x").exists()  # refused before any work
 
 
 def test_prepare_sysu_arrays(sysu_root, tmp_path):

@@ -5,7 +5,7 @@ only pairs with d <= eps are ever built), with the expansion each recipe uses:
 
 * ``baseline`` / ``mmm`` (MMM ``Baseline.py``): per modality plain k-reciprocal encoding k1=30, k2=6;
   joint modality-balanced expansion k1=40, k2=32 (SYSU-MM01) or k1=38, k2=18 (RegDB).
-* ``ecul``: EMCC, our reading of ECUL (``reference/methods.md`` §2, **inferred** from MPJL/DMIC): per
+* ``ecul``: EMCC, our reading of ECUL (``docs/methods.md``, clustering settings, **inferred** from MPJL): per
   modality camera-capped expansion (k2=6 per camera from a pool of k3=12); joint (modality, camera)
   capped expansion (k2=16 per group from a pool of k3=k1).
 

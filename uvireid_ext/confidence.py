@@ -1,4 +1,4 @@
-"""Per-sample label confidences from a 2-component Gaussian mixture on losses (MMM §4.3).
+"""Per-sample label confidences from a 2-component Gaussian mixture on losses (docs/methods.md, MMM).
 
 Each group of losses is min-max normalised on its own; the groups are concatenated into one
 ``sklearn.mixture.GaussianMixture(n_components=2, max_iter=100, tol=1e-2, reg_covar=5e-4)`` fit;

@@ -10,7 +10,7 @@ Presets are YAML files in ``uvireid_ext/configs/`` (installed with the package),
 :func:`load_file` as a user's ``--config`` file. A file may start from another with ``_base_: <file>``
 (a path relative to the file, or the name of a preset: ``_base_: ecul``); its sections then override the
 base's field by field. ``baseline.yaml`` is MMM's Baseline / cluster-contrast; ``mmm.yaml`` and
-``ecul.yaml`` are small overrides on it. Stage epochs (``joint_start``, ``cma_start``, ``tsmem_switch``)
+``ecul.yaml`` are small overrides on it. Stage epochs (``joint_start``, ``cma_start``, ``tsmem_switch``, ``mmlm_start``)
 may be written as a share of the run, ``"50%"``: resolved to ``epochs * 50 // 100`` once the number of
 epochs is known (when the configuration is built), so the presets scale with ``--epochs``.
 """
@@ -120,6 +120,8 @@ class RecipeConfig:
     mmlm: bool = opt(False, "MMLM: visible clusters take their matched infrared cluster's label (MMM)")
     mmlm_method: Literal["greedy", "hungarian"] = opt("greedy", "MMLM matching: greedy (authors' code) or "
                                                       "hungarian (paper)")
+    mmlm_start: Stage = opt(None, "MMLM: first epoch (or share of the run) of matched labels; before it, "
+                            "per-modality labels; none: from epoch 0", low=0)
     recluster: bool = opt(True, "cluster every epoch (false: once, labels kept)")
     oracle_labels: bool = opt(False, "diagnostic upper bound: ground-truth identities instead of clustering")
     sca_distance: Literal["l1", "l2sq"] = opt("l1", "SCA intra distance: l1 (authors' code) or l2sq (paper)")

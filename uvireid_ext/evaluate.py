@@ -1,7 +1,7 @@
 """SYSU-MM01 / RegDB evaluation: CMC, mAP, mINP with the semantics of the standard (AGW) code,
 vectorised in torch (CPU or GPU), plus feature extraction and the per-trial protocol loops.
 
-Semantics (``shared/reference/evaluation.md`` §1.6, §2.2):
+Semantics (``docs/protocols.md``, metrics):
 
 - rank gallery items by ascending distance; ties are broken by gallery index (a stable sort; the
   standard code's unstable quicksort has no reproducible tie order, so this is the documented choice);

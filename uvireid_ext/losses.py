@@ -1,5 +1,5 @@
 """Losses of the ECUL / MMM recipes: ClusterNCE, instance NCE, SCA (intra, inter via mmd2),
-batch-hard triplet and confidence-weighted cross-entropy (``reference/methods.md`` §3–4)."""
+batch-hard triplet and confidence-weighted cross-entropy (``docs/methods.md``, MMM and ECUL)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multi-Memory Learning and Matching (MMLM, MMM §4.2 of reference/methods.md).
+"""Multi-Memory Learning and Matching (MMLM; docs/methods.md, MMM).
 
 Each visible cluster v and infrared cluster r is summarised by n sub-centres (segmented k-means);
 the cost C(v, r) = Σ_i min_j ‖K_r,i − K_v,j‖₂ (sum over IR memories, min over visible memories,

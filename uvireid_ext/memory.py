@@ -1,5 +1,5 @@
 """Cluster and instance memories, the TSMem schedule and cross-modality memory aggregation
-(``reference/methods.md`` §3). Memories are updated explicitly, after ``backward``, through the
+(``docs/methods.md``, ECUL). Memories are updated explicitly, after ``backward``, through the
 ``memory_update_`` op: no mutation is hidden inside autograd."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class TSMem:
     """Two-step memory updating: replacement (momentum 0) before ``switch_epoch``, momentum after.
 
     The trainer asks ``schedule.momentum(epoch)`` once per epoch (ECUL's switch epoch is not
-    published; 50 of 100 is our default, see methods.md §3)."""
+    published; 50 of 100 is our default, see docs/methods.md, ECUL)."""
 
     switch_epoch: int = 50
     momentum_after: float = 0.1
@@ -191,7 +191,7 @@ def cross_modality_aggregate(
     cosine ≥ ``threshold`` (noise −1 left out); visits pairs by count, descending (ties: lower a,
     then lower b), one-to-one greedily; matched rows become own_weight·own + (1−own_weight)·other
     (from the memories before aggregation). ``mix_infrared=False`` keeps infrared rows unchanged,
-    which is what ADCA's code does (methods.md §3). ``k`` caps the pairs per visible instance to its
+    which is what ADCA's code does (docs/methods.md, ECUL). ``k`` caps the pairs per visible instance to its
     top-k infrared neighbours; the default counts every pair above the threshold, blockwise.
 
     Returns the matched (a, b, count) triples in visiting order.

@@ -1,4 +1,4 @@
-"""Two-stream ResNet (AGW / ADCA / MMM backbone, ``reference/methods.md`` §5) in plain torch.
+"""Two-stream ResNet (AGW / ADCA / MMM backbone, ``docs/methods.md``, shared parts) in plain torch.
 
 Separate visible and infrared stems (conv1 + bn1 + ReLU + maxpool), shared layer1–layer4 with the last
 stride 1, optional non-local blocks (after layer2 blocks 2–3 and layer3 blocks 3–5, AGW's placement),
@@ -72,7 +72,7 @@ class Bottleneck(nn.Module):
 class NonLocal(nn.Module):
     """Embedded-Gaussian-free non-local block as AGW uses it: dot-product affinity divided by the
     number of positions (no softmax), output BN zero-initialised so a new block starts as identity.
-    ``inter`` channels: AGW upstream uses in/2 (ADCA's code ends up with 1, methods.md §5)."""
+    ``inter`` channels: AGW upstream uses in/2 (ADCA's code ends up with 1, docs/methods.md)."""
 
     def __init__(self, channels: int, inter: int | None = None) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """The one training loop of every recipe; a recipe is a list of objectives (``uvireid_ext.objectives``)
 plus settings (``uvireid_ext.config``, presets in ``uvireid_ext/configs``).
 
-One epoch::
+One epoch (docs/architecture.md, "One training epoch")::
 
     extract   flip-averaged L2-normalised BN features of every training image (each DDP rank its share,
               all-gathered)
@@ -171,9 +171,10 @@ class Trainer:
                     cc = dataclasses.replace(cc, eps=r.eps)
                 if r.min_samples is not None:
                     cc = dataclasses.replace(cc, min_samples=r.min_samples)
+                mmlm_on = r.mmlm and (r.mmlm_start is None or epoch >= r.mmlm_start)
                 labels, info = recipe_labels(feats, ts.modality.to(self.device), ts.camera.to(self.device), ts.pid,
                                              cc, joint=joint, select_joint=r.select_joint,
-                                             mmlm_method=r.mmlm_method if r.mmlm else None, seed=self.cfg.run.seed)
+                                             mmlm_method=r.mmlm_method if mmlm_on else None, seed=self.cfg.run.seed)
             else:
                 labels = self.fixed_labels
             packed[:n] = labels.intra

@@ -1,5 +1,5 @@
 """The classic clustering Jaccard distance as users run it today, ported to NumPy by us from the
-description in shared/reference/methods.md §1 (cluster-contrast's compute_jaccard_distance, shared
+description in docs/architecture.md, op contracts (cluster-contrast's compute_jaccard_distance, shared
 verbatim by ADCA, PGM and MMM). It is the baseline of the benchmarks and the correctness oracle at
 realistic sizes. Faithful on purpose: dense N×N float32 V and V_qe, per-row Python loops, a dense
 per-row accumulator in the Jaccard step, float32 dot products for the weights.

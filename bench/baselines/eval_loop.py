@@ -1,5 +1,5 @@
 """Baseline: the standard per-query Python/NumPy evaluation loop (AGW ``eval_sysu`` / ``eval_regdb``
-semantics), written by us from the description in ``shared/reference/evaluation.md`` §1.6 and §2.2.
+semantics), written by us from the description in ``docs/protocols.md`` (SYSU-MM01, RegDB, metrics).
 
 It is what VI-ReID users run today; the benchmark times it and the tests use it as the oracle for
 ``uvireid_ext.evaluate``. Two deliberate, documented deviations:

@@ -1,5 +1,5 @@
 """The memory update as users run it today: cluster-contrast's ``CM.backward`` loop, one sample at a
-time in batch order (written by us from shared/reference/methods.md §3). Baseline of
+time in batch order (written by us from docs/architecture.md, memory_update_). Baseline of
 bench/bench_memory.py."""
 
 from __future__ import annotations

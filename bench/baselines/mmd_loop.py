@@ -1,6 +1,6 @@
 """The inter-modality MMD as users run it today: MMM's ``MMD_loss`` (multi-kernel, data-driven
 bandwidth computed on ``.data``) called once per identity in a Python loop, written by us from
-shared/reference/methods.md §4.3. Baseline of bench/bench_mmd.py."""
+docs/methods.md (MMM, SCA inter). Baseline of bench/bench_mmd.py."""
 
 from __future__ import annotations
 

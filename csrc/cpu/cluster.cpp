@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/registration.h"
 #include "kernels/cluster.cuh"
 
 namespace uvireid {
@@ -302,7 +303,7 @@ std::tuple<Tensor, Tensor> segmented_kmeans_cpu(const Tensor& x, const Tensor& l
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CPU, m) {
+UVIREID_CPU_LIBRARY_IMPL(m) {
   m.impl("dbscan", TORCH_BOX(&uvireid::dbscan_cpu));
   m.impl("segmented_kmeans", TORCH_BOX(&uvireid::segmented_kmeans_cpu));
 }

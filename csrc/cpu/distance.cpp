@@ -17,6 +17,7 @@
 
 #include "common/checks.h"
 #include "common/csr.h"
+#include "common/registration.h"
 #include "kernels/distance.cuh"
 
 namespace uvireid {
@@ -590,7 +591,7 @@ std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cpu(Tensor crow, Tensor col, T
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CPU, m) {
+UVIREID_CPU_LIBRARY_IMPL(m) {
   m.impl("knn", TORCH_BOX(&uvireid::knn_cpu));
   m.impl("k_reciprocal_encode", TORCH_BOX(&uvireid::k_reciprocal_encode_cpu));
   m.impl("query_expansion", TORCH_BOX(&uvireid::query_expansion_cpu));

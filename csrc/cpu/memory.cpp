@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "common/memory_args.h"
+#include "common/registration.h"
 
 namespace uvireid {
 namespace {
@@ -152,7 +153,7 @@ Tensor segment_reduce_cpu(Tensor x, Tensor segments, std::optional<Tensor> weigh
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CPU, m) {
+UVIREID_CPU_LIBRARY_IMPL(m) {
   m.impl("memory_update_", TORCH_BOX(&uvireid::memory_update_cpu));
   m.impl("segment_reduce", TORCH_BOX(&uvireid::segment_reduce_cpu));
 }

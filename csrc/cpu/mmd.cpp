@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/mmd_args.h"
+#include "common/registration.h"
 
 namespace uvireid {
 namespace {
@@ -172,7 +173,7 @@ std::tuple<Tensor, Tensor> mmd2_backward_cpu(Tensor grad, Tensor x, Tensor y, Te
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CPU, m) {
+UVIREID_CPU_LIBRARY_IMPL(m) {
   m.impl("mmd2", TORCH_BOX(&uvireid::mmd2_cpu));
   m.impl("mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cpu));
 }

@@ -50,30 +50,30 @@ void dbscan_launch(const Tensor& crow, const Tensor& col, const Tensor& val, int
   Tensor core = torch::stable::new_empty(crow, {n}, ScalarType::Byte);
   Tensor bad = torch::stable::new_zeros(crow, {1}, ScalarType::Int);
   auto* core_p = core.mutable_data_ptr<uint8_t>();
-  cluster::dbscan_core_kernel<T>
-      <<<grid, kThreads, 0, stream>>>(cr, cl, v, n, e, min_samples, core_p, bad.mutable_data_ptr<int>());
+  launch_kernel(cluster::dbscan_core_kernel<T>, grid, kThreads, stream, cr, cl, v, n, e, min_samples, core_p,
+                bad.mutable_data_ptr<int>());
   UVIREID_LAUNCH_CHECK();
   check_dbscan_flags(read_flag(bad, stream));
 
   Tensor parent = torch::stable::new_empty(crow, {n}, ScalarType::Long);
   int64_t* par = parent.mutable_data_ptr<int64_t>();
-  cluster::dbscan_init_parent_kernel<<<grid, kThreads, 0, stream>>>(par, n);
+  launch_kernel(cluster::dbscan_init_parent_kernel, grid, kThreads, stream, par, n);
   UVIREID_LAUNCH_CHECK();
-  cluster::dbscan_union_kernel<T><<<grid, kThreads, 0, stream>>>(cr, cl, v, n, e, core_p, par);
+  launch_kernel(cluster::dbscan_union_kernel<T>, grid, kThreads, stream, cr, cl, v, n, e, core_p, par);
   UVIREID_LAUNCH_CHECK();
-  cluster::dbscan_compress_kernel<<<grid, kThreads, 0, stream>>>(par, n);
+  launch_kernel(cluster::dbscan_compress_kernel, grid, kThreads, stream, par, n);
   UVIREID_LAUNCH_CHECK();
 
   // first[root] starts at N (larger than any index), lowered by atomicMin to the first point carrying it.
   Tensor first = torch::stable::full({n}, static_cast<double>(n), ScalarType::Long, std::nullopt, crow.device());
   auto* first_p = reinterpret_cast<unsigned long long*>(first.mutable_data_ptr<int64_t>());
   int64_t* lab = labels.mutable_data_ptr<int64_t>();
-  cluster::dbscan_label_kernel<T><<<grid, kThreads, 0, stream>>>(cr, cl, v, n, e, core_p, par, lab, first_p);
+  launch_kernel(cluster::dbscan_label_kernel<T>, grid, kThreads, stream, cr, cl, v, n, e, core_p, par, lab, first_p);
   UVIREID_LAUNCH_CHECK();
 
   Tensor flag = torch::stable::new_empty(crow, {n}, ScalarType::Long);
   Tensor ids = torch::stable::new_empty(crow, {n}, ScalarType::Long);
-  cluster::dbscan_flag_kernel<<<grid, kThreads, 0, stream>>>(lab, first_p, n, flag.mutable_data_ptr<int64_t>());
+  launch_kernel(cluster::dbscan_flag_kernel, grid, kThreads, stream, lab, first_p, n, flag.mutable_data_ptr<int64_t>());
   UVIREID_LAUNCH_CHECK();
   size_t bytes = 0;
   UVIREID_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, bytes, flag.const_data_ptr<int64_t>(),
@@ -81,7 +81,8 @@ void dbscan_launch(const Tensor& crow, const Tensor& col, const Tensor& val, int
   Tensor tmp = byte_buffer(crow, bytes);
   UVIREID_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(tmp.mutable_data_ptr(), bytes, flag.const_data_ptr<int64_t>(),
                                                    ids.mutable_data_ptr<int64_t>(), n, stream));
-  cluster::dbscan_renumber_kernel<<<grid, kThreads, 0, stream>>>(lab, first_p, ids.const_data_ptr<int64_t>(), n);
+  launch_kernel(cluster::dbscan_renumber_kernel, grid, kThreads, stream, lab, first_p, ids.const_data_ptr<int64_t>(),
+                n);
   UVIREID_LAUNCH_CHECK();
 }
 
@@ -126,10 +127,10 @@ std::tuple<Tensor, Tensor> segmented_kmeans_cuda(const Tensor& x, const Tensor& 
   Tensor members = torch::stable::new_empty(labels, {N});
   Tensor counts = torch::stable::new_zeros(labels, {num_clusters + 1});
   Tensor bad = torch::stable::new_zeros(labels, {1}, ScalarType::Int);
-  cluster::kmeans_keys_kernel<<<grid, kThreads, 0, stream>>>(
-      labels.const_data_ptr<int64_t>(), N, num_clusters, keys.mutable_data_ptr<int64_t>(),
-      iota.mutable_data_ptr<int64_t>(), reinterpret_cast<unsigned long long*>(counts.mutable_data_ptr<int64_t>()),
-      bad.mutable_data_ptr<int>());
+  launch_kernel(
+      cluster::kmeans_keys_kernel, grid, kThreads, stream, labels.const_data_ptr<int64_t>(), N, num_clusters,
+      keys.mutable_data_ptr<int64_t>(), iota.mutable_data_ptr<int64_t>(),
+      reinterpret_cast<unsigned long long*>(counts.mutable_data_ptr<int64_t>()), bad.mutable_data_ptr<int>());
   UVIREID_LAUNCH_CHECK();
   check_kmeans_flags(read_flag(bad, stream), num_clusters);
   if (num_clusters == 0) return {centers, assign};
@@ -161,10 +162,10 @@ std::tuple<Tensor, Tensor> segmented_kmeans_cuda(const Tensor& x, const Tensor& 
   Tensor cnt = torch::stable::new_empty(labels, {static_cast<int64_t>(blocks), n});
   Tensor d2 = torch::stable::new_empty(x, {N});
   Tensor part = torch::stable::new_empty(labels, {N});
-  cluster::segmented_kmeans_kernel<<<blocks, kThreads, 0, stream>>>(
-      x.const_data_ptr<float>(), dim, members.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(),
-      num_clusters, n, max_iter, static_cast<float>(tol), static_cast<uint64_t>(seed), centers.mutable_data_ptr<float>(),
-      sums.mutable_data_ptr<float>(), cnt.mutable_data_ptr<int64_t>(), d2.mutable_data_ptr<float>(),
+  launch_kernel(
+      cluster::segmented_kmeans_kernel, blocks, kThreads, stream, x.const_data_ptr<float>(), dim,
+      members.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(), num_clusters, n, max_iter,
+      static_cast<float>(tol), static_cast<uint64_t>(seed), centers.mutable_data_ptr<float>(), sums.mutable_data_ptr<float>(), cnt.mutable_data_ptr<int64_t>(), d2.mutable_data_ptr<float>(),
       part.mutable_data_ptr<int64_t>(), assign.mutable_data_ptr<int64_t>());
   UVIREID_LAUNCH_CHECK();
   return {centers, assign};
@@ -173,7 +174,7 @@ std::tuple<Tensor, Tensor> segmented_kmeans_cuda(const Tensor& x, const Tensor& 
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CUDA, m) {
+UVIREID_CUDA_LIBRARY_IMPL(m) {
   m.impl("dbscan", TORCH_BOX(&uvireid::dbscan_cuda));
   m.impl("segmented_kmeans", TORCH_BOX(&uvireid::segmented_kmeans_cuda));
 }

@@ -58,10 +58,10 @@ std::vector<T> to_host_all(const Tensor& t, cudaStream_t stream) {
   return v;
 }
 
-// Launch helper: kernels are wrapped so commas in <<<...>>> never meet a macro.
+// Launch and check in one call (launch_kernel: the project's one launch path).
 template <class Kernel, class... Args>
 void launch(Kernel kernel, unsigned int grid, int threads, cudaStream_t stream, Args... args) {
-  kernel<<<grid, threads, 0, stream>>>(args...);
+  launch_kernel(kernel, grid, threads, stream, args...);
   UVIREID_LAUNCH_CHECK();
 }
 
@@ -134,7 +134,7 @@ CsrView check_csr_cuda(const char* op, const Tensor& crow, const Tensor& col, co
 // anything touches device memory.
 void check_on_device(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> args) {
   const auto& [first_name, first] = *args.begin();
-  STD_TORCH_CHECK(first->is_cuda(), op, ": expected ", first_name, " on a CUDA device (another argument is)");
+  STD_TORCH_CHECK(on_kernel_device(*first), op, ": expected ", first_name, " on a CUDA device (another argument is)");
   for (const auto& [name, t] : args) check_same_device(op, name, *t, first_name, *first);
 }
 
@@ -228,10 +228,11 @@ std::vector<int64_t> knn_tier_cuda(const Tensor& x, TierGemm& gemm, const int64_
     const dim3 grid(grid_for(n, kThreads, 1024),
                     static_cast<unsigned int>(std::min<int64_t>((rb + kLowerRows - 1) / kLowerRows, 65535)));
     if (gemm.bf16)
-      lower_bound_kernel<float><<<grid, kThreads, 0, stream>>>(g.mutable_data_ptr<float>(), rows, r0, rb, n, sq, nrm, tb);
+      launch_kernel(lower_bound_kernel<float>, grid, kThreads, stream, g.mutable_data_ptr<float>(), rows, r0, rb, n, sq,
+                    nrm, tb);
     else
-      lower_bound_kernel<double><<<grid, kThreads, 0, stream>>>(g.mutable_data_ptr<double>(), rows, r0, rb, n, sq, nrm,
-                                                                tb);
+      launch_kernel(lower_bound_kernel<double>, grid, kThreads, stream, g.mutable_data_ptr<double>(), rows, r0, rb, n,
+                    sq, nrm, tb);
     UVIREID_LAUNCH_CHECK();
     auto [bound, cidx] = aten::topk_smallest(g, cand);
     bound = torch::stable::contiguous(bound);
@@ -602,7 +603,7 @@ std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cuda(Tensor crow, Tensor col, 
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CUDA, m) {
+UVIREID_CUDA_LIBRARY_IMPL(m) {
   m.impl("knn", TORCH_BOX(&uvireid::knn_cuda));
   m.impl("k_reciprocal_encode", TORCH_BOX(&uvireid::k_reciprocal_encode_cuda));
   m.impl("query_expansion", TORCH_BOX(&uvireid::query_expansion_cuda));

@@ -18,7 +18,8 @@ template <typename T>
 void launch_memory_update(T* memory, const T* x, int64_t D, const int64_t* rows, const int64_t* offsets,
                           const int64_t* members, int64_t num_rows, double m, bool hard, cudaStream_t stream) {
   const unsigned int blocks = static_cast<unsigned int>(std::min<int64_t>(num_rows, 1 << 16));
-  memory_update_kernel<T><<<blocks, kThreads, 0, stream>>>(memory, x, D, rows, offsets, members, num_rows, m, hard);
+  launch_kernel(memory_update_kernel<T>, blocks, kThreads, stream, memory, x, D, rows, offsets, members, num_rows, m,
+                hard);
 }
 
 void memory_update_cuda(Tensor memory, Tensor features, Tensor labels, double momentum, bool hard) {
@@ -43,7 +44,7 @@ template <typename T>
 void launch_segment_reduce(const T* x, const T* w, T* out, int64_t D, const int64_t* offsets, const int64_t* members,
                            int64_t S, int mode, bool normalize, cudaStream_t stream) {
   const unsigned int blocks = static_cast<unsigned int>(std::min<int64_t>(S, 1 << 16));
-  segment_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(x, w, out, D, offsets, members, S, mode, normalize);
+  launch_kernel(segment_reduce_kernel<T>, blocks, kThreads, stream, x, w, out, D, offsets, members, S, mode, normalize);
 }
 
 Tensor segment_reduce_cuda(Tensor x, Tensor segments, std::optional<Tensor> weights, int64_t num_segments,
@@ -72,7 +73,7 @@ Tensor segment_reduce_cuda(Tensor x, Tensor segments, std::optional<Tensor> weig
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CUDA, m) {
+UVIREID_CUDA_LIBRARY_IMPL(m) {
   m.impl("memory_update_", TORCH_BOX(&uvireid::memory_update_cuda));
   m.impl("segment_reduce", TORCH_BOX(&uvireid::segment_reduce_cuda));
 }

@@ -41,7 +41,8 @@ unsigned int blocks_for(int64_t G) { return static_cast<unsigned int>(std::max<i
 template <typename T>
 void launch_mmd2_forward(const T* x, const T* y, int64_t D, MmdGroupPtrs g, int64_t G, double* ws, const T* given,
                          int64_t S, double mul, int64_t num, T* loss, bool* valid, T* bw, cudaStream_t stream) {
-  mmd2_forward_kernel<T><<<blocks_for(G), kThreads, 0, stream>>>(x, y, D, g, G, ws, given, S, mul, num, loss, valid, bw);
+  launch_kernel(mmd2_forward_kernel<T>, blocks_for(G), kThreads, stream, x, y, D, g, G, ws, given, S, mul, num, loss,
+                valid, bw);
 }
 
 std::tuple<Tensor, Tensor, Tensor> mmd2_cuda(Tensor x, Tensor y, Tensor x_groups, Tensor y_groups, int64_t num_groups,
@@ -73,7 +74,7 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_cuda(Tensor x, Tensor y, Tensor x_groups
 template <typename T>
 void launch_mmd2_backward(const T* grad, const T* x, const T* y, int64_t D, MmdGroupPtrs g, int64_t G, double* ws,
                           const T* bw, int64_t S, T* gx, T* gy, cudaStream_t stream) {
-  mmd2_backward_kernel<T><<<blocks_for(G), kThreads, 0, stream>>>(grad, x, y, D, g, G, ws, bw, S, gx, gy);
+  launch_kernel(mmd2_backward_kernel<T>, blocks_for(G), kThreads, stream, grad, x, y, D, g, G, ws, bw, S, gx, gy);
 }
 
 std::tuple<Tensor, Tensor> mmd2_backward_cuda(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups,
@@ -101,7 +102,7 @@ std::tuple<Tensor, Tensor> mmd2_backward_cuda(Tensor grad, Tensor x, Tensor y, T
 }  // namespace
 }  // namespace uvireid
 
-STABLE_TORCH_LIBRARY_IMPL(uvireid_ext, CUDA, m) {
+UVIREID_CUDA_LIBRARY_IMPL(m) {
   m.impl("mmd2", TORCH_BOX(&uvireid::mmd2_cuda));
   m.impl("mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cuda));
 }

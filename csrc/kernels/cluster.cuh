@@ -27,11 +27,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define UVIREID_HD __host__ __device__ __forceinline__
-#else
-#define UVIREID_HD inline
-#endif
+#include "kernels/host_device.h"
 
 namespace uvireid {
 namespace cluster {
@@ -68,7 +64,7 @@ UVIREID_HD int64_t pick_weighted(const float* w, int64_t m, double total, double
   return last;
 }
 
-#if defined(__CUDACC__)
+#ifdef UVIREID_DEVICE_CODE
 
 constexpr int kWarp = 32;
 
@@ -355,7 +351,7 @@ __global__ void segmented_kmeans_kernel(const float* x, int64_t dim, const int64
   }
 }
 
-#endif  // __CUDACC__
+#endif  // UVIREID_DEVICE_CODE
 
 }  // namespace cluster
 }  // namespace uvireid

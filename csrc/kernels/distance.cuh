@@ -8,11 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
-#define UVIREID_HD __host__ __device__ __forceinline__
-#else
-#define UVIREID_HD inline
-#endif
+#include "kernels/host_device.h"
 
 // Vectorised (still deterministic: a fixed order per build) sums into `s` in the plain C++ build.
 #if defined(__CUDACC__)

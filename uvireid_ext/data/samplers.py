@@ -1,4 +1,4 @@
-"""Batch samplers over pseudo-labelled identities (``reference/methods.md`` §4.1, §4.3).
+"""Batch samplers over pseudo-labelled identities (``docs/methods.md``, shared parts and MMM).
 
 :class:`IdentitySampler`: P identities × K images, cluster-contrast's ``RandomMultipleGallerySampler``
 rule: per identity one random anchor, then K−1 more drawn preferably from the identity's *other*

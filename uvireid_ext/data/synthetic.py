@@ -1,13 +1,24 @@
-"""Synthetic SYSU-MM01- and RegDB-shaped data sets: procedurally drawn people, same folder layout, id
-lists and file naming as the real sets, so the loaders and protocols run on them unchanged.
+"""Synthetic SYSU-MM01- and RegDB-shaped data sets: procedurally drawn people in the real sets' folder
+layout, id lists and file naming, so the loaders and protocols run on them unchanged.
 
-Each identity has a body (height, build, head), skin and hair, clothing (top and bottom colours, a top
-pattern, sleeve and bottom types, shoes) and accessories (backpack, shoulder bag, hat), plus thermal
-properties of its materials (clothing insulation, bag temperature). Each image draws the person from a
-viewpoint (front, back, left, right) with a stride/arm phase and a position/scale jitter. Visible cameras
-colour it with their own illumination (gain, colour cast), background and blur; infrared cameras render a
-single-channel thermal-like image whose intensity follows skin, hair and material temperature, never the
-clothing colour, so colour does not carry across modalities.
+The generative model (``docs/synthetic.md`` gives the reason for each choice):
+
+* **Identity** — what survives the change of modality: body layout (height, build, head, hair length),
+  the cut of the clothes (sleeves, trousers / shorts / skirt), a texture on the top (solid, stripes,
+  checker, band, at the identity's period), carried objects (backpack, shoulder bag, hat), and for every
+  part a dye colour *and* a material. Pattern colours differ from the top's in lightness, so a print shows
+  in both modalities.
+* **Visible cameras** (SYSU cam1, 2, 4, 5) render the dye colours under the camera's illumination (gain,
+  colour cast), over its own background, with its blur and noise.
+* **Near-infrared cameras** (SYSU cam3, 6) lose hue: a part's intensity is one fixed nonlinear response of
+  a mix of the dye's lightness and the material's near-infrared reflectance, times the camera's active
+  illumination gain. The response is the same everywhere, so the *relative* brightness of parts carries
+  across modalities, but not their colour, and materials add what lightness alone does not predict.
+* **Thermal camera** (RegDB) renders temperature instead: skin warm, clothing by insulation, never colour.
+* **Cameras** each have a viewpoint mix (a corridor camera sees mostly fronts and backs), a distance
+  (scale and vertical placement), illumination, background, blur and noise.
+* **Sample counts** per (identity, camera) vary as in SYSU-MM01: a per-identity activity times a
+  per-camera gamma draw, with a floor of 10 for the test identities' gallery (multi-shot draws 10).
 
 Everything is drawn as a part-label map with PIL, then coloured through per-part lookup tables in numpy.
 Deterministic per seed (independent NumPy generators per identity, camera and image).
@@ -15,23 +26,58 @@ Deterministic per seed (independent NumPy generators per identity, camera and im
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+__all__ = [
+    "MATERIALS",
+    "Camera",
+    "Person",
+    "ir_response",
+    "make_camera",
+    "make_person",
+    "make_regdb",
+    "make_sysu",
+    "read_marker",
+    "render",
+]
+
+MARKER = "synthetic.json"  # written at the root of every generated set: its generator and parameters
+GENERATOR_VERSION = 2
+
 # Part labels of the drawn map.
 BG, SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, HAT, PATTERN = range(9)
 N_PARTS = 9
+CLOTHING = (TOP, BOTTOM, SHOES, BAG, HAT, PATTERN)
 
 SKIN_TONES = np.array([[241, 194, 167], [224, 172, 135], [198, 134, 99], [141, 85, 54], [92, 58, 40]])
 HAIR_COLOURS = np.array([[20, 15, 10], [60, 40, 25], [120, 80, 40], [200, 170, 110], [110, 110, 110]])
 VIEWS = ("front", "back", "left", "right")
+# Near-infrared reflectance of each material: what an active-IR camera sees besides the dye's lightness.
+MATERIALS = {"cotton": 0.75, "wool": 0.6, "canvas": 0.55, "denim": 0.4, "synthetic": 0.25, "leather": 0.15}
+_MATERIAL_NIR = np.array(list(MATERIALS.values()))
+SKIN_NIR, HAIR_NIR = 0.8, 0.3
+IR_LIGHTNESS_SHARE = 0.55  # the rest of a part's infrared value comes from its material
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def _hsv_colour(rng: np.random.Generator) -> np.ndarray:
-    h, s, v = rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.15, 1.0)
+def ir_response(v: np.ndarray | float) -> np.ndarray:
+    """The fixed near-infrared response: a logistic S-curve on [0, 1], scaled so 0 → 0 and 1 → 1."""
+    s = 1 / (1 + np.exp(-5.0 * (np.asarray(v, dtype=np.float64) - 0.5)))
+    lo, hi = 1 / (1 + np.exp(2.5)), 1 / (1 + np.exp(-2.5))
+    return (s - lo) / (hi - lo)
+
+
+def _hsv_colour(rng: np.random.Generator, v_range: tuple[float, float] = (0.15, 1.0)) -> np.ndarray:
+    h, s, v = rng.random(), rng.uniform(0.2, 1.0), rng.uniform(*v_range)
+    return _hsv_to_rgb(h, s, v)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     i = int(h * 6) % 6
     f = h * 6 - int(h * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
@@ -39,18 +85,33 @@ def _hsv_colour(rng: np.random.Generator) -> np.ndarray:
     return np.array(rgb) * 255
 
 
+def _with_lightness(rgb: np.ndarray, target: float) -> np.ndarray:
+    """``rgb`` (0..255) scaled, then blended toward white if scaling saturates, to luma ``target``."""
+    out = np.clip(rgb * target / max(float(lightness(rgb)), 1e-6), 0, 255)
+    have = float(lightness(out))
+    if have < target:  # luma is linear: blending toward white by t raises it by t * (1 - have)
+        out = out + (target - have) / (1 - have) * (255 - out)
+    return out
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    """Luma of RGB colours in 0..255, as 0..1."""
+    return np.asarray(rgb, dtype=np.float64) @ LUMA / 255
+
+
 @dataclass
 class Person:
     height: float  # fraction of the frame
     build: float  # shoulder width / height
     head: float  # head radius / height
-    colours: np.ndarray  # (N_PARTS, 3) RGB per part
-    heat: np.ndarray  # (N_PARTS,) thermal intensity per part, 0..1
+    colours: np.ndarray  # (N_PARTS, 3) RGB dye per part
+    nir: np.ndarray  # (N_PARTS,) near-infrared reflectance of each part's material, 0..1
+    heat: np.ndarray  # (N_PARTS,) thermal intensity per part, 0..1 (RegDB's thermal camera)
     hair_long: bool
     long_sleeves: bool
     bottom_kind: str  # trousers | shorts | skirt
     pattern: str  # solid | stripes | checker | band
-    pattern_period: int
+    pattern_period: float  # fraction of the image height
     backpack: bool
     shoulder_bag: bool
     hat: bool
@@ -60,31 +121,40 @@ def make_person(rng: np.random.Generator) -> Person:
     colours = np.zeros((N_PARTS, 3))
     colours[SKIN] = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.9, 1.1)
     colours[HAIR] = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
-    for part in (TOP, BOTTOM, SHOES, BAG, HAT, PATTERN):
+    for part in CLOTHING:
         colours[part] = _hsv_colour(rng)
+    # A print differs from its cloth in lightness (by 0.3 at least), so it shows in infrared too.
+    top_v = float(lightness(colours[TOP]))
+    darker = top_v > 0.65 or (top_v > 0.35 and rng.random() < 0.5)
+    target = top_v - rng.uniform(0.3, 0.6) if darker else top_v + rng.uniform(0.3, 0.6)
+    colours[PATTERN] = _with_lightness(_hsv_colour(rng), float(np.clip(target, 0.02, 0.98)))
+    nir = np.zeros(N_PARTS)
+    nir[SKIN], nir[HAIR] = SKIN_NIR * rng.uniform(0.9, 1.05), HAIR_NIR * rng.uniform(0.7, 1.3)
+    for part in CLOTHING:
+        nir[part] = _MATERIAL_NIR[rng.integers(len(_MATERIAL_NIR))]
+    nir[PATTERN] = nir[TOP]  # a print is dye on the same cloth
     # Thermal: skin is the warmest; clothing gets cooler with insulation; bags and hair are cool.
     heat = np.zeros(N_PARTS)
     heat[SKIN] = rng.uniform(0.85, 1.0)
     heat[HAIR] = rng.uniform(0.3, 0.5)
     heat[TOP] = rng.uniform(0.45, 0.8)
-    # A print is another material on the cloth: it shows in thermal too, with its own contrast (what
-    # carries a person's identity across modalities, besides shape, accessories and cut).
     heat[PATTERN] = heat[TOP] + rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.25)
     heat[BOTTOM] = rng.uniform(0.4, 0.75)
     heat[SHOES] = rng.uniform(0.2, 0.4)
     heat[BAG] = rng.uniform(0.1, 0.35)
     heat[HAT] = rng.uniform(0.25, 0.5)
     return Person(
-        height=rng.uniform(0.78, 0.92),
-        build=rng.uniform(0.22, 0.32),
-        head=rng.uniform(0.065, 0.08),
+        height=rng.uniform(0.74, 0.92),
+        build=rng.uniform(0.2, 0.34),
+        head=rng.uniform(0.06, 0.085),
         colours=np.clip(colours, 0, 255),
+        nir=np.clip(nir, 0, 1),
         heat=np.clip(heat, 0, 1),
         hair_long=bool(rng.random() < 0.35),
         long_sleeves=bool(rng.random() < 0.5),
         bottom_kind=str(rng.choice(["trousers", "trousers", "shorts", "skirt"])),
-        pattern=str(rng.choice(["solid", "solid", "stripes", "checker", "band"])),
-        pattern_period=int(rng.integers(3, 7)),
+        pattern=str(rng.choice(["solid", "stripes", "checker", "band"])),
+        pattern_period=float(rng.uniform(0.035, 0.07)),
         backpack=bool(rng.random() < 0.35),
         shoulder_bag=bool(rng.random() < 0.25),
         hat=bool(rng.random() < 0.2),
@@ -93,34 +163,58 @@ def make_person(rng: np.random.Generator) -> Person:
 
 @dataclass
 class Camera:
-    infrared: bool
+    kind: str  # visible | nir | thermal
     gain: float
     cast: np.ndarray  # (3,) colour multipliers (visible)
     background: np.ndarray  # (H, W, 3) float, or (H, W) for infrared
     blur: float
     noise: float
+    views: np.ndarray  # (4,) probabilities of front, back, left, right
+    scale: float  # mean person scale (distance)
+    lift: float  # mean offset of the feet above the bottom edge, fraction of the height
+
+    @property
+    def infrared(self) -> bool:
+        return self.kind != "visible"
 
 
-def make_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int]) -> Camera:
+def make_camera(rng: np.random.Generator, infrared: bool | str, size: tuple[int, int]) -> Camera:
+    """A camera: ``infrared`` True (or "nir") for SYSU's near-infrared cameras, "thermal" for RegDB's,
+    False (or "visible") for a colour camera."""
+    kind = ("nir" if infrared else "visible") if isinstance(infrared, bool) else infrared
+    if kind not in ("visible", "nir", "thermal"):
+        raise ValueError(f"make_camera: infrared must be a bool or one of visible, nir, thermal, got {infrared!r}")
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     horizon = rng.uniform(0.45, 0.75) * h
     floor = (yy > horizon).astype(np.float64)
     texture = np.sin(xx / rng.uniform(3, 12) + rng.uniform(0, 6)) * np.sin(yy / rng.uniform(3, 12))
-    if infrared:
-        base = rng.uniform(0.05, 0.35) + 0.1 * floor + 0.04 * texture
+    # Clutter: a few rectangles (doors, windows, furniture) of the scene.
+    clutter = np.zeros((h, w))
+    for _ in range(int(rng.integers(1, 4))):
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h * 0.8)
+        cw, ch = rng.uniform(0.15, 0.5) * w, rng.uniform(0.1, 0.4) * h
+        clutter[(xx >= x0) & (xx < x0 + cw) & (yy >= y0) & (yy < y0 + ch)] = rng.uniform(-1, 1)
+    if kind != "visible":
+        base = rng.uniform(0.05, 0.35) + 0.1 * floor + 0.04 * texture + 0.08 * clutter
         bg = np.clip(base + rng.normal(0, 0.02, (h, w)), 0, 1)
     else:
-        wall, ground = _hsv_colour(rng) / 255, _hsv_colour(rng) / 255
+        # Muted scene colours: a real corridor or square is rarely as saturated as clothing.
+        wall = _hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.35, 0.85)) / 255
+        ground = _hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.7)) / 255
         bg = wall[None, None, :] * (1 - floor[..., None]) + ground[None, None, :] * floor[..., None]
-        bg = np.clip(bg * (1 + 0.15 * texture[..., None]), 0, 1)
+        bg = np.clip(bg * (1 + 0.15 * texture[..., None] + 0.25 * clutter[..., None]), 0, 1)
+    views = rng.dirichlet(np.full(4, 1.5))
     return Camera(
-        infrared=infrared,
-        gain=rng.uniform(0.6, 1.25) if not infrared else rng.uniform(0.8, 1.1),
-        cast=rng.uniform(0.8, 1.2, 3),
+        kind=kind,
+        gain=rng.uniform(0.7, 1.2) if kind == "visible" else rng.uniform(0.75, 1.1),
+        cast=rng.uniform(0.85, 1.15, 3),
         background=bg,
         blur=rng.uniform(0.0, 1.2),
-        noise=rng.uniform(0.01, 0.04),
+        noise=rng.uniform(0.01, 0.04) if kind == "visible" else rng.uniform(0.02, 0.05),
+        views=views,
+        scale=rng.uniform(0.85, 1.02),
+        lift=rng.uniform(0.0, 0.06),
     )
 
 
@@ -130,14 +224,14 @@ def _rect(d: ImageDraw.ImageDraw, box: list[float], fill: int) -> None:
     d.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], fill=fill)
 
 
-def _draw_labels(p: Person, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """The part-label map of one pose of ``p``."""
+def _draw_labels(p: Person, cam: Camera, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """The part-label map of one pose of ``p`` as ``cam`` sees it."""
     w, h = size
-    view = VIEWS[int(rng.integers(4))]
-    scale = rng.uniform(0.93, 1.05)
+    view = VIEWS[int(rng.choice(4, p=cam.views))]
+    scale = cam.scale * rng.uniform(0.94, 1.04)
     ph = p.height * h * scale
     cx = w / 2 + rng.normal(0, w * 0.05)
-    feet = h - 2 - rng.uniform(0, h * 0.06)
+    feet = h - 2 - (cam.lift + rng.uniform(0, 0.03)) * h
     top = feet - ph
     side = view in ("left", "right")
     sw = ph * p.build / 2 * (0.6 if side else 1.0)  # half shoulder width
@@ -240,31 +334,40 @@ def _draw_labels(p: Person, rng: np.random.Generator, size: tuple[int, int]) -> 
     if p.hat:
         d.chord([hx0 - r * 1.15, top - r * 0.4, hx0 + r * 1.15, top + 1.4 * r], 180, 360, fill=HAT)
     labels = np.asarray(im, dtype=np.uint8).copy()
-    # Top pattern: a second colour on part of the top's pixels.
+    # Top pattern: a second colour on part of the top's pixels; its period scales with the person.
     if p.pattern != "solid":
         yy, xx = np.mgrid[0:h, 0:w]
-        k = p.pattern_period
+        k = max(2.0, p.pattern_period * ph / 0.85)
         if p.pattern == "stripes":
-            mask = (yy // k) % 2 == 0
+            mask = (np.floor((yy - top) / k) % 2) == 0
         elif p.pattern == "checker":
-            mask = ((yy // k) + (xx // k)) % 2 == 0
+            mask = ((np.floor((yy - top) / k) + np.floor((xx - cx) / k)) % 2) == 0
         else:  # a horizontal band across the chest
-            mask = (yy > y_sh + (y_hip - y_sh) * 0.3) & (yy < y_sh + (y_hip - y_sh) * 0.55)
+            mask = (yy > y_sh + (y_hip - y_sh) * 0.3) & (yy < y_sh + (y_hip - y_sh) * 0.6)
         labels[(labels == TOP) & mask] = PATTERN
     return labels, view
 
 
+def part_intensity(p: Person, kind: str) -> np.ndarray:
+    """(N_PARTS,) infrared value of every part before the camera's gain: ``nir`` (the fixed response of
+    lightness and material) or ``thermal`` (temperature)."""
+    if kind == "thermal":
+        return p.heat.copy()
+    mix = IR_LIGHTNESS_SHARE * lightness(p.colours) + (1 - IR_LIGHTNESS_SHARE) * p.nir
+    return ir_response(mix)
+
+
 def render(p: Person, cam: Camera, rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     """One image of person ``p`` seen by ``cam`` (RGB for visible cameras, L for infrared)."""
-    labels, view = _draw_labels(p, rng, size)
+    labels, view = _draw_labels(p, cam, rng, size)
     fg = labels != BG
     h = size[1]
     shade = np.linspace(1.08, 0.9, h)[:, None]  # light from above
     if cam.infrared:
-        heat = p.heat.copy()
+        value = part_intensity(p, cam.kind)
         if view == "back":
-            heat[SKIN] *= 0.97
-        val = heat[labels] * shade * cam.gain
+            value[SKIN] *= 0.97
+        val = value[labels] * shade * cam.gain
         img = np.where(fg, val, cam.background)
         img = img + rng.normal(0, cam.noise, img.shape)
         out = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L")
@@ -274,7 +377,7 @@ def render(p: Person, cam: Camera, rng: np.random.Generator, size: tuple[int, in
         img = np.where(fg[..., None], col, bg)
         img = img + rng.normal(0, cam.noise, img.shape)
         out = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="RGB")
-    blur = cam.blur + rng.uniform(0, 0.4)
+    blur = (cam.blur + rng.uniform(0, 0.4)) * h / 128  # blur radius in proportion to the image
     return out.filter(ImageFilter.GaussianBlur(blur)) if blur > 0.3 else out
 
 
@@ -288,28 +391,55 @@ def _write_ids(path: str, ids: list[int]) -> None:
         f.write(",".join(str(i) for i in ids) + "\n")
 
 
+def _check_range(op: str, name: str, value: float, low: float, high: float | None = None) -> None:
+    if not (value >= low and (high is None or value <= high)):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{op}: {name} must be {bound}, got {value!r}")
+
+
+def _counts(rng: np.random.Generator, mean: float, floor: int, cap: int) -> int:
+    """Images of one (identity, camera): a gamma draw around ``mean`` (coefficient of variation 0.5)."""
+    return int(np.clip(round(rng.gamma(4.0, mean / 4.0)), floor, cap))
+
+
 def make_sysu(
-    out: str, ids: int = 48, seed: int = 0, per_camera: int = 12, size: tuple[int, int] = (64, 128)
+    out: str,
+    ids: int = 48,
+    seed: int = 0,
+    per_camera: int = 12,
+    size: tuple[int, int] = (64, 128),
+    test_ids: int | None = None,
+    vary_counts: bool = True,
 ) -> dict[str, int]:
     """Write a SYSU-MM01-shaped tree to ``out``: cam1..cam6/PPPP/NNNN.jpg and exp/{train,val,test,
-    available}_id.txt, ids split about 296:99:96 like the real set. Every identity appears in cam3 (IR),
-    cam4, cam5 (RGB) and cam6 (IR); about 60 % of each split also in the indoor cameras cam1, cam2 (so indoor
-    search has queries without a match, as in the real set). ``per_camera`` images per (identity, camera),
-    at least 10 so multi-shot works. Returns counts."""
-    if ids < 6:
-        raise ValueError(f"make_sysu: ids must be >= 6 (train, val and test need ids), got {ids}")
-    if per_camera < 10:
-        raise ValueError(f"make_sysu: per_camera must be >= 10 (multi-shot samples 10), got {per_camera}")
+    available}_id.txt. Ids split about 296:99:96 like the real set, or ``test_ids`` test identities and
+    the rest 296:99 into train and val. Every identity appears in cam3 (IR), cam4, cam5 (RGB) and cam6
+    (IR); about 60 % of each split also in the indoor cameras cam1, cam2 (so indoor search has queries
+    without a match, as in the real set). ``per_camera``: the mean number of images per (identity,
+    camera) when ``vary_counts`` (each identity has an activity level, each camera a gamma draw; test
+    identities keep at least 10 per visible camera for multi-shot), else exactly ``per_camera + 0..3``
+    (at least 10). ``size`` is (width, height). Returns counts."""
+    op = "make_sysu"
+    _check_range(op, "ids", ids, 6)
+    _check_range(op, "per_camera", per_camera, 2 if vary_counts else 10)
+    if len(size) != 2 or min(size) < 8:
+        raise ValueError(f"{op}: size must be (width, height), each >= 8, got {size!r}")
+    if test_ids is not None:
+        _check_range(op, "test_ids", test_ids, 1, ids - 2)
     root = np.random.default_rng([seed, 0])
     cams = {k: make_camera(np.random.default_rng([seed, 1, k]), k in (3, 6), size) for k in range(1, 7)}
     pids = list(range(1, ids + 1))
     order = root.permutation(pids).tolist()
-    n_train, n_val, _ = _split(ids, (296 / 491, 99 / 491, 96 / 491))
+    if test_ids is None:
+        n_train, n_val, _ = _split(ids, (296 / 491, 99 / 491, 96 / 491))
+    else:
+        n_train, n_val = _split(ids - test_ids, (296 / 395, 99 / 395))
     split = {
         "train": sorted(order[:n_train]),
         "val": sorted(order[n_train : n_train + n_val]),
         "test": sorted(order[n_train + n_val :]),
     }
+    test_set = set(split["test"])
     os.makedirs(os.path.join(out, "exp"), exist_ok=True)
     for name, lst in split.items():
         _write_ids(os.path.join(out, "exp", f"{name}_id.txt"), lst)
@@ -327,19 +457,44 @@ def make_sysu(
     for pid in pids:
         prng = np.random.default_rng([seed, 2, pid])
         person = make_person(prng)
+        activity = prng.uniform(0.6, 1.4)  # some people pass the cameras more often
         indoor = pid in indoor_ids
         for k in (1, 2, 3, 4, 5, 6):
             if k in (1, 2) and not indoor:
                 continue
             folder = os.path.join(out, f"cam{k}", f"{pid:04d}")
             os.makedirs(folder, exist_ok=True)
-            n_img = per_camera + int(prng.integers(0, 4))
+            if vary_counts:
+                floor = 10 if (pid in test_set and k not in (3, 6)) else 2
+                n_img = _counts(prng, per_camera * activity, floor, 4 * per_camera)
+            else:
+                n_img = per_camera + int(prng.integers(0, 4))
             for i in range(1, n_img + 1):
                 img = render(person, cams[k], np.random.default_rng([seed, 3, pid, k, i]), size)
                 img.save(os.path.join(folder, f"{i:04d}.jpg"), quality=90)
             counts[f"cam{k}"] += n_img
     counts.update({f"{k}_ids": len(v) for k, v in split.items()})
+    _write_marker(out, "sysu", {"ids": ids, "seed": seed, "per_camera": per_camera, "size": list(size),
+                                "test_ids": test_ids, "vary_counts": vary_counts}, counts)
     return counts
+
+
+def _write_marker(out: str, kind: str, params: dict, counts: dict) -> None:
+    with open(os.path.join(out, MARKER), "w") as f:
+        json.dump({"kind": kind, "version": GENERATOR_VERSION, "params": params, "counts": counts}, f, indent=1)
+
+
+def read_marker(root: str) -> dict | None:
+    """The generator record of a set written by :func:`make_sysu` / :func:`make_regdb`, None if ``root``
+    holds none (not a generated set, or one from before the record existed)."""
+    path = os.path.join(root, MARKER)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"synthetic: cannot read the generator record {path}: {e}") from e
 
 
 def make_regdb(
@@ -349,10 +504,10 @@ def make_regdb(
     Thermal/<id>/..._t_... (visible/thermal pairs share the pose, as RegDB's dual camera does) and
     idx/{train,test}_{visible,thermal}_{1..10}.txt with a random half/half id split per trial; labels are
     0..n-1 in ascending id order within each list. Returns counts."""
-    if ids < 2:
-        raise ValueError(f"make_regdb: ids must be >= 2, got {ids}")
+    _check_range("make_regdb", "ids", ids, 2)
+    _check_range("make_regdb", "per_modality", per_modality, 1)
     cam_v = make_camera(np.random.default_rng([seed, 1, 1]), False, size)
-    cam_t = make_camera(np.random.default_rng([seed, 1, 2]), True, size)
+    cam_t = make_camera(np.random.default_rng([seed, 1, 2]), "thermal", size)
     names: dict[int, list[tuple[str, str]]] = {}
     for pid in range(1, ids + 1):
         prng = np.random.default_rng([seed, 2, pid])
@@ -381,4 +536,6 @@ def make_regdb(
                     for label, pid in enumerate(members):
                         for pair in names[pid]:
                             f.write(f"{pair[m]} {label}\n")
-    return {"ids": ids, "visible": ids * per_modality, "thermal": ids * per_modality, "train_ids": n_train}
+    counts = {"ids": ids, "visible": ids * per_modality, "thermal": ids * per_modality, "train_ids": n_train}
+    _write_marker(out, "regdb", {"ids": ids, "seed": seed, "per_modality": per_modality, "size": list(size)}, counts)
+    return counts

@@ -1,4 +1,4 @@
-"""Batched training augmentations on the training device (``reference/methods.md`` §4.3).
+"""Batched training augmentations on the training device (``docs/methods.md``, shared parts).
 
 Input: uint8 images [B, H, W, 3] (HWC, as stored) already at the training size. Steps, per image with its
 own random draws from ``generator``: zero-pad ``pad`` pixels and crop back to H x W at a random offset,

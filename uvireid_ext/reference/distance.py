@@ -1,6 +1,6 @@
 """Plain references for the distance ops: kNN, k-reciprocal encoding, query expansion, Jaccard.
 
-Dense N×N tensors and Python loops throughout: the semantics of DESIGN.md written as directly as
+Dense N×N tensors and Python loops throughout: the op contracts (docs/architecture.md) written as directly as
 possible, for tests on small inputs. Encodings are returned dense ([N, N] float64, zeros outside the
 support); the ops return the same rows as CSR.
 """
