@@ -3,12 +3,13 @@ end with its table, JSON and plots."""
 
 import json
 import os
+import re
 
 import pytest
 from PIL import Image
 
 from uvireid_ext.__main__ import main
-from uvireid_ext.demo import aggregate, parse_seeds
+from uvireid_ext.demo import aggregate, format_table, parse_seeds
 
 TINY = ["--ids", "20", "--test-ids", "6", "--per-camera", "3", "--width", "16", "--height", "32", "--epochs", "1",
         "--iters", "2", "--trials", "1", "--threads", "1"]
@@ -81,3 +82,12 @@ def test_aggregate_gap_and_spread():
     assert rows["r"]["gap_closed"] == pytest.approx(0.5)
     assert rows["r"]["mAP"][1] == pytest.approx(0.1414, abs=1e-3)
     assert rows["r"]["mAP_gain_std"] == pytest.approx(0.2 / 0.1414, abs=1e-2)
+
+
+def test_one_seed_has_no_gain_in_sigma():
+    runs = [{"variant": v, "seed": 0, "eval": {"R1": m, "R5": m, "mAP": m, "mINP": m}, "ari": {}, "total_s": 1.0}
+            for v, m in (("untrained", 0.1), ("oracle", 0.5), ("r", 0.2))]
+    rows = aggregate(runs)
+    assert all("mAP_gain_std" not in r for r in rows)
+    table = format_table(rows)
+    assert not re.search(r"\b(inf|nan)\b", table)

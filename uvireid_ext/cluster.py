@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .metrics import ari
+from .metrics import ari, majority_identity, match_precision
 from .modality import Modality
 from .ops.cluster import dbscan
 from .ops.distance import jaccard_distance
@@ -274,6 +274,12 @@ def recipe_labels(
 
         res = mmlm(features[pl.visible_index], lv, features[pl.infrared_index], lr, method=mmlm_method, seed=seed)
         lv, shared = res.vis_labels, True
+        if bool((pid >= 0).all()):  # how often a visible cluster is given the right infrared cluster
+            pairs = torch.stack([torch.arange(res.match.numel()), res.match.cpu()], 1)[res.match.cpu() >= 0]
+            info["mmlm_pairs"] = int(pairs.shape[0])
+            info["mmlm_precision"] = match_precision(
+                pairs, majority_identity(pl.visible, pid[pl.visible_index.cpu()], res.match.numel()),
+                majority_identity(pl.infrared, pid[pl.infrared_index.cpu()], res.cost.shape[1]))
     if shared and bool((pid >= 0).all()):  # the clustering's own quality, before the transfer
         info["ari_visible_clustering"] = ari(pl.visible, pid[pl.visible_index.cpu()])
     intra[pl.visible_index], intra[pl.infrared_index] = lv, lr
@@ -303,5 +309,18 @@ def label_stats(labels: Labels, modality: Tensor, pid: Tensor, info: dict) -> di
             scores["cross_modality"] = ari(intra, pid)
         if labels.joint is not None:
             scores["joint"] = ari(labels.joint, pid)
+            info.update(joint_cross_stats(labels.joint, sets["visible"], pid))
         info["ari"] = scores
     return info
+
+
+def joint_cross_stats(joint: Tensor, visible: Tensor, pid: Tensor) -> dict:
+    """The joint clusters holding both modalities (``clusters_joint_cross``) and the share of them whose
+    visible and infrared members' majority identities agree (``joint_cross_precision``, NaN for none)."""
+    joint, visible, pid = joint.cpu(), visible.cpu(), pid.cpu()
+    c = int(joint.max()) + 1 if joint.numel() else 0
+    major_v = majority_identity(torch.where(visible, joint, -1), pid, c)
+    major_r = majority_identity(torch.where(visible, -1, joint), pid, c)
+    both = torch.nonzero((major_v >= 0) & (major_r >= 0)).flatten()
+    return {"clusters_joint_cross": int(both.numel()),
+            "joint_cross_precision": match_precision(torch.stack([both, both], 1), major_v, major_r)}

@@ -170,7 +170,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
     by = {r["variant"]: r for r in rows}
     lo, hi = by.get("untrained"), by.get("oracle")
     for row in rows:
-        if lo is not None:
+        if lo is not None and len(row["seeds"]) > 1:  # one seed has no spread to measure the gain in
             for key in ("R1", "mAP"):
                 spread = max(row[key][1], lo[key][1])
                 gain = row[key][0] - lo[key][0]
@@ -186,6 +186,11 @@ def _pm(v: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * v[0]:.{digits}f} ± {scale * v[1]:.{digits}f}"
 
 
+def _sigma(row: dict, key: str) -> str:
+    v = row.get(f"{key}_gain_std", math.nan)
+    return "–" if row["variant"] == "untrained" or not math.isfinite(v) else f"{v:.1f}"
+
+
 def format_table(rows: list[dict], markdown: bool = False) -> str:
     head = ["variant", "R1 %", "mAP %", "mINP %", "ARI visible", "ARI infrared", "gap closed", "ΔmAP/σ",
             "ΔR1/σ", "s / run"]
@@ -196,14 +201,14 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
             r["variant"], _pm(r["R1"]), _pm(r["mAP"]), _pm(r["mINP"]),
             _pm(r.get("ARI_visible", (float("nan"),) * 2), 1, 3), _pm(r.get("ARI_infrared", (float("nan"),) * 2), 1, 3),
             "–" if gap is None or r["variant"] in ("untrained", "oracle") else f"{100 * gap:.0f} %",
-            "–" if r["variant"] == "untrained" else f"{r.get('mAP_gain_std', float('nan')):.1f}",
-            "–" if r["variant"] == "untrained" else f"{r.get('R1_gain_std', float('nan')):.1f}",
+            _sigma(r, "mAP"), _sigma(r, "R1"),
             f"{r['total_s'][0]:.0f}",
         ])
     seeds = rows[0]["seeds"] if rows else []
     note = (f"mean ± std over {len(seeds)} seed(s) {seeds}; SYSU-MM01 all-search single-shot protocol; ARI of the "
             f"pseudo-labels the final network's features give ({ARI_KEY}); gap closed = share of the oracle − "
-            "untrained mAP gap; Δ/σ = gain over the untrained network in units of the larger std of the two")
+            "untrained mAP gap; Δ/σ = gain over the untrained network in units of the larger std of the two (from "
+            "2 seeds on)")
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]

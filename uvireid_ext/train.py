@@ -195,7 +195,8 @@ class Trainer:
         self.memories = torch.nn.ModuleDict()
         self.momentum = memory_momentum(r.memory_momentum, r.tsmem_switch, epoch)
         state = EpochState(epoch, feats, pooled, labels, {"visible": mod == VIS, "infrared": mod == IR},
-                           self.memories, self.momentum)
+                           self.memories, self.momentum,
+                           self.train_set.pid.to(self.device) if bool((self.train_set.pid >= 0).all()) else None)
         info: dict = {}
         for obj in self.objectives:
             info.update(obj.build(state))

@@ -24,6 +24,7 @@ class EpochState:
     masks: dict[str, Tensor]  # "visible" / "infrared" → [N] bool over the training set
     memories: torch.nn.ModuleDict
     momentum: float  # the cluster memories' momentum this epoch (TSMem or constant)
+    pid: Tensor | None = None  # [N] ground-truth identities when known: diagnostics in the log only
 
 
 @dataclass
