@@ -27,11 +27,13 @@ def test_shapes_and_modes(small: TwoStreamNet) -> None:
         small(x, 3)
 
 
-def test_stems_are_separate_and_mixed_batch_routes_each_image(small: TwoStreamNet) -> None:
-    small.eval()
+def test_stems_are_separate_and_mixed_batch_routes_each_image() -> None:
+    small = TwoStreamNet("small").eval()
+    with torch.no_grad():  # the stems start equal: make them differ, as training does
+        small.infrared.conv1.weight.mul_(-1.0)
     x = torch.randn(6, 3, 32, 16)
     v, r = small(x, 1), small(x, 2)
-    assert not torch.allclose(v, r)  # independently initialised stems
+    assert not torch.allclose(v, r)
     flags = torch.tensor([0, 1, 1, 0, 1, 0], dtype=torch.bool)
     mixed = small(x, flags)
     expect = torch.where(flags[:, None], r, v)
@@ -196,3 +198,15 @@ def test_paired_batch_same_identities() -> None:
     assert np.array_equal(la, lb) and set(la) <= {1, 2}
     with pytest.raises(ValueError, match="no labelled sample"):
         IdentitySampler(np.full(3, -1), np.zeros(3)).batch(1, 1, np.random.default_rng(0))
+
+
+def test_stems_start_equal_without_weights():
+    # as from ImageNet weights: a visible and an infrared copy of one image give one feature at the start
+    torch.manual_seed(0)
+    m = TwoStreamNet("small").eval()
+    for a, b in zip(m.visible.state_dict().values(), m.infrared.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    x = torch.randn(2, 3, 64, 32)
+    assert torch.equal(m(x, 1), m(x, 2))
+    # the stems are copies, not one module: training one leaves the other
+    assert m.visible.conv1.weight.data_ptr() != m.infrared.conv1.weight.data_ptr()

@@ -143,6 +143,10 @@ class TwoStreamNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Both stems start equal, as they do from ImageNet weights (load_imagenet) in every reference code:
+        # two independent random stems put the modalities in unrelated feature spaces at the start, and
+        # the clustering then finds no cross-modality neighbours to learn from.
+        self.infrared.load_state_dict(self.visible.state_dict())
 
     def _trunk(self, x: Tensor) -> Tensor:
         for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
