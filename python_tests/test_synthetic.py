@@ -13,7 +13,7 @@ from PIL import Image
 from uvireid_ext.__main__ import main
 from uvireid_ext.data import regdb, synthetic, sysu
 from uvireid_ext.data.synthetic import make_camera, make_person, make_regdb, make_sysu, render
-from uvireid_ext.evaluate import evaluate_regdb, evaluate_sysu
+from uvireid_ext.protocol import evaluate_regdb, evaluate_sysu
 
 
 def tree_digest(root):
