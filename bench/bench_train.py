@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench._report import write  # noqa: E402
 from uvireid_ext.config import make_config  # noqa: E402
+from uvireid_ext.modality import Modality  # noqa: E402
 from uvireid_ext.train import Trainer, TrainSet  # noqa: E402
 
 SIZES = {  # visible, infrared, identities, height, width, arch
@@ -42,9 +43,9 @@ def synthetic_set(n_v: int, n_r: int, ids: int, h: int, w: int, device: torch.de
     pid = torch.cat([torch.arange(n_v, device=device) % ids, torch.arange(n_r, device=device) % ids])
     modality = torch.cat([torch.zeros(n_v, dtype=torch.long, device=device),
                           torch.ones(n_r, dtype=torch.long, device=device)])
-    camera = torch.where(modality == 0, torch.tensor([0, 1, 3, 4], device=device)[(torch.arange(n, device=device)
-                                                                                     // ids) % 4],
-                         torch.tensor([2, 5], device=device)[(torch.arange(n, device=device) // ids) % 2])
+    step = torch.arange(n, device=device) // ids
+    camera = torch.where(modality == Modality.VISIBLE, torch.tensor([0, 1, 3, 4], device=device)[step % 4],
+                         torch.tensor([2, 5], device=device)[step % 2])
     pattern = torch.rand(ids, 3, 12, 6, generator=g, device=device)
     gain = 0.7 + 0.6 * torch.rand(6, generator=g, device=device)
     images = torch.empty(n, h, w, 3, dtype=torch.uint8, device=device)

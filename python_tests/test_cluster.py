@@ -13,6 +13,7 @@ from sklearn.cluster import DBSCAN
 import uvireid_ext.cluster as clu
 from bench.baselines.classic_jaccard import classic_jaccard
 from uvireid_ext.metrics import ari, format_ari
+from uvireid_ext.modality import Modality
 
 
 def fake_reid(ids: int = 8, per: int = 12, dim: int = 32, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -53,7 +54,7 @@ def test_entry_point_matches_classic_dbscan(classic_distance: list) -> None:
         core = sk >= 0
         assert (np.equal.outer(labels[core], labels[core]) == np.equal.outer(sk[core], sk[core])).all()
         assert ari(labels, pid[idx])["outliers_one_cluster"] > 0.9
-    assert torch.equal(out.visible_index, (modality == 0).nonzero().flatten())
+    assert torch.equal(out.visible_index, (modality == Modality.VISIBLE).nonzero().flatten())
     assert out.joint is not None and out.joint.shape == (x.shape[0],)
     # Every joint cluster kept holds both modalities.
     for c in out.joint.unique().tolist():

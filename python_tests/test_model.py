@@ -7,6 +7,7 @@ import torch
 from uvireid_ext.data import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from uvireid_ext.data import transforms as T
 from uvireid_ext.data.samplers import IdentitySampler, paired_batch
+from uvireid_ext.modality import Modality, StemFlag
 from uvireid_ext.model import NonLocal, TwoStreamNet, build_model, gem, load_imagenet
 
 
@@ -19,12 +20,15 @@ def small() -> TwoStreamNet:
 def test_shapes_and_modes(small: TwoStreamNet) -> None:
     x = torch.randn(4, 3, 32, 16)
     small.train()
-    pooled, bn = small(x, 1)
+    pooled, bn = small(x, StemFlag.VISIBLE)
     assert pooled.shape == bn.shape == (4, small.feat_dim) == (4, 512)
     small.eval()
-    assert small(x, 2).shape == (4, 512)
-    with pytest.raises(ValueError, match="modality must be 1"):
-        small(x, 3)
+    assert small(x, StemFlag.INFRARED).shape == (4, 512)
+    torch.testing.assert_close(small(x, 2), small(x, StemFlag.INFRARED), rtol=0, atol=0)
+    # 0/1 stored-modality values (Modality, bool) would pick the wrong stem: refused, like any other value
+    for bad in (3, 0, True, Modality.INFRARED, "ir"):
+        with pytest.raises(ValueError, match=r"model: flag must be a StemFlag or 1 \(visible\) / 2 \(infrared\)"):
+            small(x, bad)
 
 
 def test_stems_are_separate_and_mixed_batch_routes_each_image() -> None:
@@ -32,7 +36,7 @@ def test_stems_are_separate_and_mixed_batch_routes_each_image() -> None:
     with torch.no_grad():  # the stems start equal: make them differ, as training does
         small.infrared.conv1.weight.mul_(-1.0)
     x = torch.randn(6, 3, 32, 16)
-    v, r = small(x, 1), small(x, 2)
+    v, r = small(x, StemFlag.VISIBLE), small(x, StemFlag.INFRARED)
     assert not torch.allclose(v, r)
     flags = torch.tensor([0, 1, 1, 0, 1, 0], dtype=torch.bool)
     mixed = small(x, flags)
@@ -207,6 +211,6 @@ def test_stems_start_equal_without_weights():
     for a, b in zip(m.visible.state_dict().values(), m.infrared.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     x = torch.randn(2, 3, 64, 32)
-    assert torch.equal(m(x, 1), m(x, 2))
+    assert torch.equal(m(x, StemFlag.VISIBLE), m(x, StemFlag.INFRARED))
     # the stems are copies, not one module: training one leaves the other
     assert m.visible.conv1.weight.data_ptr() != m.infrared.conv1.weight.data_ptr()

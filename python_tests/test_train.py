@@ -16,6 +16,7 @@ from uvireid_ext.config import Config, add_arguments, config_from_args, make_con
 from uvireid_ext.data.sets import load_eval_set, load_train_set
 from uvireid_ext.data.synthetic import make_sysu
 from uvireid_ext.features import extract_features
+from uvireid_ext.modality import Modality
 from uvireid_ext.train import Trainer
 
 H, W = 32, 16
@@ -134,7 +135,8 @@ def _ddp_worker(rank: int, world: int, init: str, root: str, out: str) -> None:
         torch.set_num_threads(1)
         train_set = load_train_set("sysu", root, H, W)
         trainer = Trainer(small_config("ecul", out, root), train_set, None)
-        feats = extract_features(trainer.model, trainer.images, train_set.modality == 1, device=trainer.device)
+        feats = extract_features(trainer.model, trainer.images, train_set.modality == Modality.INFRARED,
+                                 device=trainer.device)
         trainer.fit()
         torch.save({"feats": feats, "model": trainer.model.state_dict(),
                     "memories": {k: v.state_dict() for k, v in trainer.memories.items()}},
@@ -151,7 +153,8 @@ def test_ddp_two_gloo_processes(root, data, tmp_path) -> None:
     r0, r1 = (torch.load(os.path.join(out, f"rank{r}.pt"), weights_only=False) for r in (0, 1))
     # Each rank extracted half; the all-gathered features equal a single-process extraction.
     single = Trainer(small_config("ecul", str(tmp_path / "single")), *data)
-    ref = extract_features(single.model, single.images, data[0].modality == 1, device=torch.device("cpu"))
+    ref = extract_features(single.model, single.images, data[0].modality == Modality.INFRARED,
+                           device=torch.device("cpu"))
     torch.testing.assert_close(r0["feats"], ref, rtol=1e-4, atol=1e-5)
     assert torch.equal(r0["feats"], r1["feats"])
     # Gradients were averaged and memories updated with every rank's batch: ranks stay identical.

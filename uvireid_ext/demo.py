@@ -28,6 +28,7 @@ import torch
 
 from .config import make_config
 from .data.synthetic import make_sysu, read_marker
+from .modality import Modality
 from .plots import Panel, save_panels
 from .train import Trainer, load_eval_set, load_train_set
 
@@ -326,7 +327,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     train_set = load_train_set("sysu", data, args.height, args.width)
     eval_set = load_eval_set("sysu", data, args.height, args.width, trials=args.trials)
     logger.info("demo: %d training images (%d visible) of %d identities, %d queries of %d test identities, %d "
-                "trials; loaded in %.1f s", len(train_set), int((train_set.modality == 0).sum()),
+                "trials; loaded in %.1f s", len(train_set), int((train_set.modality == Modality.VISIBLE).sum()),
                 int(train_set.pid.unique().numel()), len(eval_set.query), len(set(eval_set.q_pid.tolist())),
                 len(eval_set.galleries), time.perf_counter() - t)
     runs: list[dict] = []

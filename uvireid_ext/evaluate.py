@@ -1,5 +1,6 @@
-"""SYSU-MM01 / RegDB evaluation: CMC, mAP, mINP with the semantics of the standard (AGW) code,
-vectorised in torch (CPU or GPU), plus feature extraction and the per-trial protocol loops.
+"""SYSU-MM01 / RegDB metrics: CMC, mAP, mINP with the semantics of the standard (AGW) code, vectorised
+in torch (CPU or GPU), and their mean over trials. Feature extraction is ``uvireid_ext.features``'s, the
+protocols (trials, query / gallery) ``uvireid_ext.protocol``'s.
 
 Semantics (``docs/protocols.md``, metrics):
 
@@ -22,23 +23,17 @@ distinct identities in bucket 0. Cost: about ten passes over the distance matrix
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "EvalResult",
     "average_trials",
     "eval_regdb",
     "eval_sysu",
-    "evaluate_regdb",
-    "evaluate_sysu",
-    "extract_features",
     "pairwise_distance",
     "rank_metrics",
 ]
@@ -330,167 +325,3 @@ def average_trials(results: Sequence[EvalResult]) -> EvalResult:
 def pairwise_distance(query_feat: torch.Tensor, gallery_feat: torch.Tensor) -> torch.Tensor:
     """The standard distance: minus the inner product (features are L2-normalised by the caller/model)."""
     return -(query_feat @ gallery_feat.T)
-
-
-# --------------------------------------------------------------------------------------------------
-# Feature extraction
-
-
-def _progress(it: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
-    if not enabled:
-        return it
-    try:
-        from tqdm import tqdm  # optional
-    except ImportError:
-        return it
-    return tqdm(it, total=total, desc=desc, leave=False)
-
-
-def _batches(
-    images: torch.Tensor | Sequence[Any], batch_size: int, load: Callable | None
-) -> Iterator[torch.Tensor]:
-    for s in range(0, len(images), batch_size):
-        chunk = images[s : s + batch_size]
-        if load is not None:
-            chunk = torch.stack([load(x) for x in chunk])
-        yield chunk
-
-
-@torch.no_grad()
-def extract_features(
-    model: torch.nn.Module,
-    images: torch.Tensor | Sequence[Any],
-    modality: int,
-    *,
-    output: int | None = None,
-    flip: bool = False,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    load: Callable[[Any], torch.Tensor] | None = None,
-    progress: bool = True,
-    desc: str = "features",
-) -> torch.Tensor:
-    """Features of ``images`` in eval mode, L2-normalised, as a float32 (N, D) tensor on ``device``.
-
-    Model interface assumed: ``model(x, modality)`` with x a float (B, 3, H, W) batch on the model's
-    device and ``modality`` the standard modal flag (1 = visible, 2 = infrared); it returns a (B, D)
-    tensor, or a tuple/list of them, in which case ``output`` picks one (AGW-style models return
-    ``(pool, bn)``: 0 = pooled, 1 = BN-neck feature, the one papers report).
-
-    images: a tensor (N, 3, H, W) or a sequence of items turned into (3, H, W) tensors by ``load``
-    (e.g. paths with :func:`uvireid_ext.data.load_test_image`). ``flip``: average the features of the
-    image and its horizontal mirror, then re-normalise (CAJ/ADCA). The model's train/eval mode is restored.
-    """
-    if modality not in (1, 2):
-        raise ValueError(f"extract_features: modality must be 1 (visible) or 2 (infrared), got {modality}")
-    if batch_size < 1:
-        raise ValueError(f"extract_features: batch_size must be >= 1, got {batch_size}")
-    if device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    feats = []
-    total = (len(images) + batch_size - 1) // batch_size
-    try:
-        for x in _progress(_batches(images, batch_size, load), total, desc, progress):
-            x = x.to(device, non_blocking=True)
-            f = _pick(model(x, modality), output)
-            if flip:
-                f = torch.nn.functional.normalize(f, dim=1) + torch.nn.functional.normalize(
-                    _pick(model(torch.flip(x, dims=[3]), modality), output), dim=1
-                )
-            feats.append(torch.nn.functional.normalize(f.float(), dim=1))
-    finally:
-        model.train(was_training)
-    if not feats:
-        raise ValueError("extract_features: no images")
-    return torch.cat(feats)
-
-
-def _pick(out: Any, output: int | None) -> torch.Tensor:
-    if isinstance(out, (tuple, list)):
-        if output is None:
-            raise ValueError(
-                f"extract_features: the model returned {len(out)} outputs; pass output=<index> "
-                "(AGW-style models: 0 = pooled, 1 = BN feature)"
-            )
-        return out[output]
-    if output not in (None, 0):
-        raise ValueError(f"extract_features: output={output} but the model returned a single tensor")
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Protocol loops (trials, query/gallery construction from the data loaders)
-
-
-def evaluate_sysu(
-    model: torch.nn.Module,
-    data_root: str,
-    *,
-    mode: str = "all",
-    shot: int = 1,
-    trials: Iterable[int] = range(10),
-    output: int | None = None,
-    flip: bool = False,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    image_cmc: bool = False,
-    progress: bool = True,
-) -> tuple[EvalResult, list[EvalResult]]:
-    """The SYSU-MM01 test protocol: infrared queries (cam3 + cam6, extracted once), for each trial a
-    gallery sampled with ``random.seed(trial)`` (``shot`` images per identity and camera), metrics per
-    trial and their mean. Returns (mean, per-trial results). Model interface: :func:`extract_features`.
-    """
-    from .data import load_test_image
-    from .data.sysu import process_gallery_sysu, process_query_sysu
-
-    q_img, q_pid, q_cam = process_query_sysu(data_root, mode=mode)
-    kw = dict(output=output, flip=flip, batch_size=batch_size, device=device, load=load_test_image, progress=progress)
-    q_feat = extract_features(model, q_img, 2, desc="query (IR)", **kw)
-    per_trial = []
-    for trial in trials:
-        g_img, g_pid, g_cam = process_gallery_sysu(data_root, mode=mode, trial=trial, shot=shot)
-        g_feat = extract_features(model, g_img, 1, desc=f"gallery trial {trial}", **kw)
-        r = eval_sysu(pairwise_distance(q_feat, g_feat), q_pid, g_pid, q_cam, g_cam, image_cmc=image_cmc)
-        logger.info("sysu %s %d-shot trial %d: %s", mode, shot, trial, r.summary())
-        per_trial.append(r)
-    return average_trials(per_trial), per_trial
-
-
-def evaluate_regdb(
-    model_for_trial: Callable[[int], torch.nn.Module],
-    data_root: str,
-    *,
-    trials: Iterable[int] = range(1, 11),
-    direction: str = "v2t",
-    output: int | None = None,
-    flip: bool = False,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> tuple[EvalResult, list[EvalResult]]:
-    """The RegDB test protocol: for each trial t the model trained on split t (``model_for_trial(t)``),
-    query/gallery = the trial's test visible/thermal lists (``direction`` "v2t" or "t2v"), metrics per
-    trial and their mean. Returns (mean, per-trial results)."""
-    from .data import load_test_image
-    from .data.regdb import process_test_regdb
-
-    if direction not in ("v2t", "t2v"):
-        raise ValueError(f"evaluate_regdb: direction must be 'v2t' or 't2v', got {direction!r}")
-    kw = dict(output=output, flip=flip, batch_size=batch_size, device=device, load=load_test_image, progress=progress)
-    per_trial = []
-    for trial in trials:
-        model = model_for_trial(trial)
-        v_img, v_pid = process_test_regdb(data_root, trial=trial, modality="visible")
-        t_img, t_pid = process_test_regdb(data_root, trial=trial, modality="thermal")
-        v_feat = extract_features(model, v_img, 1, desc=f"visible trial {trial}", **kw)
-        t_feat = extract_features(model, t_img, 2, desc=f"thermal trial {trial}", **kw)
-        if direction == "v2t":
-            r = eval_regdb(pairwise_distance(v_feat, t_feat), v_pid, t_pid)
-        else:
-            r = eval_regdb(pairwise_distance(t_feat, v_feat), t_pid, v_pid)
-        logger.info("regdb %s trial %d: %s", direction, trial, r.summary())
-        per_trial.append(r)
-    return average_trials(per_trial), per_trial

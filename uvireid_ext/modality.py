@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Modality", "StemFlag"]
+__all__ = ["Modality", "StemFlag", "stem_flag"]
 
 
 class Modality(IntEnum):
@@ -28,3 +28,13 @@ class StemFlag(IntEnum):
     @property
     def modality(self) -> Modality:
         return Modality(int(self) - 1)
+
+
+def stem_flag(flag: object) -> StemFlag:
+    """``flag`` as a StemFlag: a StemFlag or the int 1 (visible) / 2 (infrared); anything else (a bool, a
+    Modality, 0) raises, since 0/1 is the stored-modality convention and would pick the wrong stem."""
+    if isinstance(flag, StemFlag):
+        return flag
+    if isinstance(flag, int) and not isinstance(flag, (bool, Modality)) and flag in (1, 2):
+        return StemFlag(flag)
+    raise ValueError(f"model: flag must be a StemFlag or 1 (visible) / 2 (infrared), got {flag!r}")

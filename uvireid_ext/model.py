@@ -4,7 +4,7 @@ Separate visible and infrared stems (conv1 + bn1 + ReLU + maxpool), shared layer
 stride 1, optional non-local blocks (after layer2 blocks 2–3 and layer3 blocks 3–5, AGW's placement),
 GeM pooling with fixed p = 3 and a BatchNorm1d neck whose bias is frozen at zero.
 
-``model(x, modality)`` with modality 1 (visible) or 2 (infrared), the evaluator's interface: in eval
+``model(x, flag)`` with flag a ``StemFlag`` (1 visible, 2 infrared), the evaluator's interface: in eval
 mode it returns the BN-neck feature; in train mode ``(pooled, bn)``. A batch may hold both modalities:
 ``model.forward_mixed(x, is_infrared)`` routes each image through its own stem.
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .modality import StemFlag, stem_flag
 
 __all__ = ["ARCHS", "BackboneSpec", "TwoStreamNet", "build_model", "load_imagenet"]
 
@@ -174,16 +176,16 @@ class TwoStreamNet(nn.Module):
         pooled = gem(self._trunk(y))
         return pooled, self.neck(pooled)
 
-    def forward(self, x: Tensor, modality: int | Tensor = 1) -> Tensor | tuple[Tensor, Tensor]:
-        """``modality``: 1 (visible) / 2 (infrared) for the whole batch, or a [B] bool tensor (True =
-        infrared) per image. Train mode: (pooled, bn); eval mode: bn."""
-        if isinstance(modality, Tensor):
-            flag = modality.to(torch.bool)
-        elif modality in (1, 2):
-            flag = torch.full((x.shape[0],), modality == 2, dtype=torch.bool, device=x.device)
+    def forward(self, x: Tensor, flag: StemFlag | int | Tensor = StemFlag.VISIBLE) -> Tensor | tuple[Tensor, Tensor]:
+        """The standard interface: ``flag`` a :class:`StemFlag` (or its value, 1 visible / 2 infrared) for
+        the whole batch, or a [B] bool tensor (True = infrared) per image. Train mode: (pooled, bn); eval
+        mode: bn."""
+        if isinstance(flag, Tensor):
+            is_ir = flag.to(torch.bool)
         else:
-            raise ValueError(f"model: modality must be 1 (visible) or 2 (infrared), got {modality}")
-        pooled, bn = self.forward_mixed(x, flag)
+            is_ir = torch.full((x.shape[0],), stem_flag(flag) == StemFlag.INFRARED, dtype=torch.bool,
+                               device=x.device)
+        pooled, bn = self.forward_mixed(x, is_ir)
         return (pooled, bn) if self.training else bn
 
 

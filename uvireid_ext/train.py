@@ -61,18 +61,19 @@ from .memory import memory_momentum
 from .modality import Modality
 from .model import TwoStreamNet, build_model
 from .objectives import Batch, EpochState, Step, build_objectives
-from .protocol import evaluate_on
+from .progress import progress
+from .protocol import run_protocol
 
 __all__ = [
     "EvalSet",
     "TrainSet",
     "Trainer",
-    "evaluate_on",
     "extract_features",
     "init_distributed",
     "load_eval_set",
     "load_model",
     "load_train_set",
+    "run_protocol",
     "train",
 ]
 
@@ -228,7 +229,7 @@ class Trainer:
         # pad 10 px at the standard 288-pixel height; small demo images get the same relative shift
         pad = max(1, round(10 * cfg.data.height / 288))
         self.net.train()
-        for _ in _progress(range(cfg.optim.iters), f"epoch {epoch}", cfg.run.progress and self.rank == 0):
+        for _ in progress(range(cfg.optim.iters), f"epoch {epoch}", cfg.run.progress and self.rank == 0):
             if labels.shared:
                 bv, br = paired_batch(sv, sr, p, k, rng)
             else:
@@ -279,7 +280,7 @@ class Trainer:
         """The test protocol on the held eval set (every rank extracts its share)."""
         if self.eval_set is None:
             return None
-        return evaluate_on(self.eval_set, lambda x, ir: self.extract(x, ir, flip=self.cfg.data.test_flip))
+        return run_protocol(self.eval_set, lambda x, ir: self.extract(x, ir, flip=self.cfg.data.test_flip)).summary()
 
     def probe(self, evaluate: bool = True) -> dict:
         """The current network as it stands: the ARI of the pseudo-labels its features give (the recipe's
@@ -399,18 +400,6 @@ class Trainer:
         self.fixed_labels = labels_from_state(st["fixed_labels"], self.device)
         restore_rng(st["rng"], self.cuda)
         logger.info("train: resumed from %s at epoch %d", path, self.epoch)
-
-
-def _progress(it: range, desc: str, enabled: bool) -> range:
-    """A tqdm bar over the iterations when enabled and tqdm is importable."""
-    if enabled:
-        try:
-            from tqdm import tqdm
-
-            return tqdm(it, desc=desc, leave=False)
-        except ImportError:
-            pass
-    return it
 
 
 def _summary(rec: dict) -> str:

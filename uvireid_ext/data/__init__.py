@@ -13,9 +13,6 @@ IMG_WIDTH, IMG_HEIGHT = 144, 288
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Modal flags of the standard code: the model takes 1 for visible, 2 for infrared.
-VISIBLE, INFRARED = 1, 2
-
 
 def missing(path: str, layout: str) -> FileNotFoundError:
     """The error raised for a missing file or folder: names the path and the expected layout."""
@@ -54,8 +51,6 @@ __all__ = [
     "IMAGENET_STD",
     "IMG_HEIGHT",
     "IMG_WIDTH",
-    "INFRARED",
-    "VISIBLE",
     "load_test_image",
     "read_resized",
     "to_tensor",

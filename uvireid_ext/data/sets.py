@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,19 +98,24 @@ def load_train_set(dataset: str, root: str, height: int, width: int, trial: int 
     raise _unknown(dataset)
 
 
-def load_eval_set(dataset: str, root: str, height: int, width: int, *, mode: str = "all", trials: int = 10,
-                  trial: int = 1) -> EvalSet:
-    """SYSU: infrared queries and the galleries of trials 0..trials-1 (single-shot); RegDB: the test lists
-    of ``trial``, visible → thermal."""
+def load_eval_set(dataset: str, root: str, height: int, width: int, *, mode: str = "all",
+                  trials: int | Iterable[int] = 10, trial: int = 1, shot: int = 1,
+                  direction: str | None = None) -> EvalSet:
+    """SYSU: infrared queries (cam3, cam6) and one gallery per trial (``trials``: a count n for trials
+    0..n-1, or the trial numbers), ``shot`` images per identity and camera, infrared → visible only.
+    RegDB: the test lists of ``trial``; ``direction`` "v2t" (default) or "t2v" picks the query list."""
     _check_root(root)
     if dataset == "sysu":
         from .sysu import process_gallery_sysu, process_query_sysu
 
+        if direction not in (None, "t2v"):
+            raise ValueError(f"load_eval_set: SYSU-MM01's protocol is infrared → visible (t2v), got direction "
+                             f"{direction!r}")
         q, qp, qc = process_query_sysu(root, mode)
         cache: dict[str, Tensor] = {}
         out = EvalSet(dataset, _load_images(q, height, width), qp, qc, Modality.INFRARED)
-        for t in range(trials):
-            g, gp, gc = process_gallery_sysu(root, mode, trial=t)
+        for t in range(trials) if isinstance(trials, int) else trials:
+            g, gp, gc = process_gallery_sysu(root, mode, trial=t, shot=shot)
             missing = [p for p in g if p not in cache]
             for p, img in zip(missing, _load_images(missing, height, width), strict=True):
                 cache[p] = img
@@ -118,9 +124,16 @@ def load_eval_set(dataset: str, root: str, height: int, width: int, *, mode: str
     if dataset == "regdb":
         from .regdb import process_test_regdb
 
+        if direction not in (None, "v2t", "t2v"):
+            raise ValueError(f"load_eval_set: direction must be 'v2t' or 't2v', got {direction!r}")
         v, vp = process_test_regdb(root, trial, "visible")
         t, tp = process_test_regdb(root, trial, "thermal")
-        out = EvalSet(dataset, _load_images(v, height, width), vp, np.ones_like(vp), Modality.VISIBLE)
-        out.galleries.append((_load_images(t, height, width), tp, 2 * np.ones_like(tp)))
+        v_img, t_img = _load_images(v, height, width), _load_images(t, height, width)
+        if direction == "t2v":
+            out = EvalSet(dataset, t_img, tp, 2 * np.ones_like(tp), Modality.INFRARED)
+            out.galleries.append((v_img, vp, np.ones_like(vp)))
+        else:
+            out = EvalSet(dataset, v_img, vp, np.ones_like(vp), Modality.VISIBLE)
+            out.galleries.append((t_img, tp, 2 * np.ones_like(tp)))
         return out
     raise _unknown(dataset)

@@ -1,0 +1,93 @@
+"""checkpoint.py: atomic writes, the resume check, and the run state's pieces (labels, memories, RNG)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from uvireid_ext.checkpoint import (
+    atomic_save,
+    check_resumed_config,
+    labels_from_state,
+    labels_state,
+    memories_from_state,
+    memories_state,
+    read_checkpoint,
+    restore_rng,
+    rng_state,
+)
+from uvireid_ext.cluster import Labels
+from uvireid_ext.config import make_config
+from uvireid_ext.memory import ClusterMemory, InstanceMemory
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("refuses to be saved")
+
+
+def test_atomic_save_replaces_or_keeps_the_old_file(tmp_path) -> None:
+    path = str(tmp_path / "checkpoint.pt")
+    atomic_save({"epoch": 1}, path)
+    assert read_checkpoint(path) == {"epoch": 1}
+    atomic_save({"epoch": 2}, path)
+    assert read_checkpoint(path) == {"epoch": 2}
+    # a save that fails half-way leaves the previous checkpoint whole and no temporary file behind
+    with pytest.raises(RuntimeError, match="refuses to be saved"):
+        atomic_save({"epoch": 3, "bad": Unpicklable()}, path)
+    assert read_checkpoint(path) == {"epoch": 2}
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_read_checkpoint_errors_name_the_path(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"train: --resume but no checkpoint at .*nope\.pt"):
+        read_checkpoint(str(tmp_path / "nope.pt"))
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"train: cannot read checkpoint .*torn\.pt"):
+        read_checkpoint(str(torn))
+
+
+def test_resume_refuses_changed_fields_and_allows_resumable_ones() -> None:
+    saved = make_config("ecul", 4)
+    saved_dict = {k: vars(v).copy() for k, v in vars(saved).items()}
+    now = make_config("ecul", 4)
+    # what may change on resume: where the data and output live, threads, device, progress, tensorboard
+    now.data.data_root, now.run.threads, now.run.device, now.run.progress = "/elsewhere", 3, "cpu", False
+    check_resumed_config(now, saved_dict, "ck.pt")
+    now.optim.lr = saved.optim.lr * 2
+    now.recipe.temp = 0.07
+    with pytest.raises(ValueError, match=r"differs from the checkpoint.s \(ck\.pt\): .*optim\.lr: .* -> "
+                       r".*recipe\.temp: "
+                       r"0\.05 -> 0\.07"):
+        check_resumed_config(now, saved_dict, "ck.pt")
+
+
+def test_labels_memories_and_rng_round_trip(tmp_path) -> None:
+    labels = Labels(torch.tensor([0, 1, -1, 1]), torch.tensor([0, 0, -1, 1]), True)
+    back = labels_from_state(labels_state(labels), torch.device("cpu"))
+    assert torch.equal(back.intra, labels.intra) and torch.equal(back.joint, labels.joint) and back.shared
+    no_joint = labels_from_state(labels_state(Labels(labels.intra, None, False)), torch.device("cpu"))
+    assert no_joint.joint is None and not no_joint.shared
+    assert labels_state(None) is None and labels_from_state(None, torch.device("cpu")) is None
+
+    feats = torch.nn.functional.normalize(torch.randn(4, 6), dim=1)
+    mems = torch.nn.ModuleDict({"visible": ClusterMemory.from_features(feats, labels.intra, 2, 0.05),
+                                "visible_instance": InstanceMemory(feats, labels.intra, 0.05)})
+    path = str(tmp_path / "m.pt")
+    atomic_save(memories_state(mems), path)
+    restored = memories_from_state(read_checkpoint(path), 0.05, torch.device("cpu"))
+    assert {k: type(v) for k, v in restored.items()} == {k: type(v) for k, v in mems.items()}
+    for k in mems:
+        for (name, a), (_, b) in zip(mems[k].state_dict().items(), restored[k].state_dict().items(), strict=True):
+            assert torch.equal(a, b), (k, name)
+
+    state = rng_state(False)
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng(state, False)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
