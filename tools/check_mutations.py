@@ -46,10 +46,10 @@ MUTANTS = (
         ("python_tests/test_memory_ops.py",),
     ),
     Mutant(
-        "broken warp sum: the last shuffle step of the distance kernels' warp_sum is skipped",
-        "csrc/kernels/distance_kernels.cuh",
-        "for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(kFull, v, o);",
-        "for (int o = kWarp / 2; o > 1; o >>= 1) v += __shfl_down_sync(kFull, v, o);",
+        "broken warp sum: the last shuffle step of the shared warp_sum is skipped",
+        "csrc/kernels/warp.cuh",
+        "for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(kFullMask, v, o);",
+        "for (int o = kWarp / 2; o > 1; o >>= 1) v += __shfl_down_sync(kFullMask, v, o);",
         ("python_tests/test_distance.py::test_knn_matches_reference",),
     ),
     Mutant(

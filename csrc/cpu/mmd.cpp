@@ -11,28 +11,20 @@
 
 #include "common/mmd_args.h"
 #include "common/registration.h"
+#include "cpu/lane_sum.h"
 
 namespace uvireid {
 namespace {
 
 constexpr double kMinBandwidth = 1e-12;  // all points equal: keeps exp(-0/b) = 1 instead of NaN
 
-// ‖a − b‖² with kLanes independent partial sums in T (SIMD-friendly, deterministic), folded in double.
-constexpr int64_t kLanes = 8;
-
+// ‖a − b‖² with lane partial sums in T (SIMD-friendly, deterministic), folded in double.
 template <typename T>
 double squared_distance(const T* a, const T* b, int64_t D) {
-  T lanes[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= D; d += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const T t = a[d + l] - b[d + l];
-      lanes[l] += t * t;
-    }
-  for (; d < D; ++d) lanes[0] += (a[d] - b[d]) * (a[d] - b[d]);
-  double s = 0.0;
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
+  return lane_sum<T>(D, [&](int64_t d) {
+    const T t = a[d] - b[d];
+    return t * t;
+  });
 }
 
 template <typename T>

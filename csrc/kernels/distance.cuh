@@ -240,6 +240,13 @@ UVIREID_HD float split_bf16(float v, double& h2, double& l2) {
   return h;
 }
 
+// Norms a tier's error bound needs, per row: |x|, |h|, |l| for the split x = h + l it multiplies.
+struct SplitNorms {
+  const double* x;
+  const double* h;
+  const double* l;
+};
+
 // A lower bound on the exact key of rows i and j, from g = the tier's GEMM value for <h_i, h_j>, the
 // float64 squared norms sq and the norms |x|, |h|, |l| of both rows:
 //   <x_i, x_j> - <h_i, h_j> = <h_i, l_j> + <l_i, x_j>, at most |h_i||l_j| + |l_i||x_j| (Cauchy-Schwarz);
