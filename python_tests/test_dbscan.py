@@ -188,7 +188,7 @@ def test_bad_input() -> None:
 
 def test_jaccard_graph_matches_sklearn() -> None:
     # A realistic graph: the classic Jaccard distance of synthetic identities (eps 0.6 as on SYSU).
-    from bench.baselines.classic_jaccard import classic_jaccard
+    from uvireid_ext.reference.classic_jaccard import classic_jaccard
 
     g = torch.Generator().manual_seed(3)
     protos = torch.nn.functional.normalize(torch.randn(15, 64, generator=g), dim=1)

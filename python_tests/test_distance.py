@@ -7,9 +7,9 @@ import torch
 from common import DEVICES, EMULATED, NEEDS_DEVICE
 
 import uvireid_ext as U
-from bench.baselines.classic_jaccard import classic_jaccard
 from uvireid_ext import reference as R
 from uvireid_ext.ops import op
+from uvireid_ext.reference.classic_jaccard import classic_jaccard
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -60,7 +60,7 @@ def test_knn_matches_reference(device, candidates, make):
     x = make()
     for k in (1, 7, 40):
         idx, dist = U.knn(x.to(device), k, candidates=candidates)
-        ridx, rdist = R.knn_ref(x, k)
+        ridx, rdist = R.knn(x, k)
         assert torch.equal(idx.cpu(), ridx)
         torch.testing.assert_close(dist.cpu(), rdist, rtol=1e-6, atol=1e-6)
 
@@ -72,7 +72,7 @@ def test_knn_exact_when_candidates_cannot_be_proven(device, candidates):
     x = clustered(200, 16, 5)
     x[100:180] = x[0]
     idx, dist = U.knn(x.to(device), 30, candidates=candidates)
-    ridx, rdist = R.knn_ref(x, 30)
+    ridx, rdist = R.knn(x, 30)
     assert torch.equal(idx.cpu(), ridx)
     assert torch.equal(idx[0].cpu(), torch.cat([torch.tensor([0]), torch.arange(100, 129)]))
 
@@ -99,7 +99,7 @@ def test_knn_exact_at_extremes(device, make):
     float32 GEMM; values that round to Inf in bf16) still get the exact ranking."""
     x = make()
     assert torch.isfinite(x).all()
-    ridx, rdist = R.knn_ref(x, 12)
+    ridx, rdist = R.knn(x, 12)
     for candidates in ("bf16", "fp64"):
         idx, dist = U.knn(x.to(device), 12, candidates=candidates)
         assert torch.equal(idx.cpu(), ridx), candidates
@@ -115,7 +115,7 @@ def test_knn_symmetric_tier_across_blocks(device):
     x = clustered(n, 72, n // 20, noise=0.5)
     x[n - 100 : n - 80] = x[10]
     x[n * 3 // 8] = x[n * 5 // 8]
-    ridx, rdist = R.knn_ref(x, 10)
+    ridx, rdist = R.knn(x, 10)
     for candidates in ("bf16", "fp64"):
         idx, dist = U.knn(x.to(device), 10, candidates=candidates)
         assert torch.equal(idx.cpu(), ridx), candidates
@@ -128,7 +128,7 @@ def test_knn_exact_under_reduced_matmul_precision(device, precision):
     """The bf16 tier multiplies bf16 values, which TF32 and bf16 matmul modes represent exactly, so
     torch's float32 matmul precision setting cannot change the result."""
     x = torch.cat([clustered(300, 512, 10, noise=0.3), near_duplicates(60, 512)])
-    ridx, _ = R.knn_ref(x, 20)
+    ridx, _ = R.knn(x, 20)
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(precision)
     try:
@@ -180,9 +180,9 @@ def test_knn_bad_input(device):
 @pytest.mark.parametrize("k1", [1, 5, 7, 20])
 def test_k_reciprocal_encode_matches_reference(device, k1):
     x = with_duplicates(clustered(120, 16, 6))
-    rank, _ = R.knn_ref(x, max(k1, 25))
+    rank, _ = R.knn(x, max(k1, 25))
     v = U.k_reciprocal_encode(x.to(device), rank.to(device), k1)
-    ref = R.k_reciprocal_encode_ref(x, rank, k1)
+    ref = R.k_reciprocal_encode(x, rank, k1)
     torch.testing.assert_close(dense(v).cpu().double(), ref, rtol=1e-6, atol=1e-7)
     assert ((dense(v).cpu() != 0) == (ref != 0)).all()  # the same support, entry by entry
     sums = dense(v).sum(1).cpu()
@@ -200,13 +200,13 @@ def test_k_reciprocal_encode_with_ranked_distances(device):
     x[40] *= 3.0  # a row beyond the unit-norm range: its pairs fall back to direct dot products
     rank, dist = U.knn(x.to(device), 25)
     v = U.k_reciprocal_encode(x.to(device), rank, 20, rank_dist=dist)
-    ref = R.k_reciprocal_encode_ref(x, rank.cpu(), 20)
+    ref = R.k_reciprocal_encode(x, rank.cpu(), 20)
     torch.testing.assert_close(dense(v).cpu().double(), ref, rtol=1e-5, atol=1e-6)
     assert ((dense(v).cpu() != 0) == (ref != 0)).all()
 
 
 def test_half_round_even():
-    assert [R.round_half_even_half(k) for k in (30, 40, 38, 5, 7, 1)] == [15, 20, 19, 2, 4, 0]
+    assert [R.half_round_even(k) for k in (30, 40, 38, 5, 7, 1)] == [15, 20, 19, 2, 4, 0]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -244,11 +244,11 @@ def modes(n: int):
 def test_query_expansion_matches_reference(device, mode):
     x = with_duplicates(clustered(120, 16, 6))
     pool, cap, outer, inner = modes(120)[mode]
-    rank, _ = R.knn_ref(x, 25)
-    v_ref = R.k_reciprocal_encode_ref(x, rank, 20)
+    rank, _ = R.knn(x, 25)
+    v_ref = R.k_reciprocal_encode(x, rank, 20)
     v = U.k_reciprocal_encode(x.to(device), rank.to(device), 20)
     q = U.query_expansion(v, rank.to(device), pool, cap, outer.to(device), inner.to(device))
-    q_ref = R.query_expansion_ref(v_ref, rank, outer, inner, pool, cap)
+    q_ref = R.query_expansion(v_ref, rank, outer, inner, pool, cap)
     torch.testing.assert_close(dense(q).cpu().double(), q_ref, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(dense(q).sum(1).cpu(), torch.ones(120), rtol=1e-5, atol=1e-5)
 
@@ -285,10 +285,10 @@ def test_query_expansion_bad_input(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_jaccard_dense_and_sparse_match_reference(device):
     x = with_duplicates(clustered(150, 16, 6))
-    rank, _ = R.knn_ref(x, 20)
+    rank, _ = R.knn(x, 20)
     zeros = torch.zeros(150, dtype=torch.long)
-    v_ref = R.query_expansion_ref(R.k_reciprocal_encode_ref(x, rank, 20), rank, zeros, zeros, 6, 6)
-    ref = R.jaccard_ref(v_ref)
+    v_ref = R.query_expansion(R.k_reciprocal_encode(x, rank, 20), rank, zeros, zeros, 6, 6)
+    ref = R.jaccard_dense(v_ref)
     v = U.query_expansion(U.k_reciprocal_encode(x.to(device), rank.to(device), 20), rank.to(device), 6)
     d = U.jaccard(v)
     torch.testing.assert_close(d.cpu().double(), ref, rtol=1e-5, atol=1e-6)
@@ -361,9 +361,9 @@ def test_jaccard_distance_emcc_matches_reference(device):
     camera = torch.randint(0, 3, (150,)) + 3 * modality
     d = U.jaccard_distance(x.to(device), 20, 3, modality=modality.to(device), camera=camera.to(device),
                            expansion="emcc", k3=30)
-    rank, _ = R.knn_ref(x, 30)
-    v = R.query_expansion_ref(R.k_reciprocal_encode_ref(x, rank, 20), rank, modality, camera, 30, 3)
-    torch.testing.assert_close(d.cpu().double(), R.jaccard_ref(v), rtol=1e-5, atol=1e-6)
+    rank, _ = R.knn(x, 30)
+    v = R.query_expansion(R.k_reciprocal_encode(x, rank, 20), rank, modality, camera, 30, 3)
+    torch.testing.assert_close(d.cpu().double(), R.jaccard_dense(v), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)

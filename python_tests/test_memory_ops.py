@@ -168,11 +168,12 @@ def test_segment_reduce_errors_and_opcheck():
     x, seg = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     with pytest.raises(RuntimeError, match=r"segment_reduce: segments\[2\] = 2 is out of range"):
         segment_reduce(x, seg, 2)
-    with pytest.raises(RuntimeError, match="segment_reduce: mode 1 needs weights"):
+    with pytest.raises(RuntimeError, match="segment_reduce: mode 'weighted_mean' needs weights"):
         segment_reduce(x, seg, 3, None, "weighted_mean")
     with pytest.raises(ValueError, match="segment_reduce: unknown mode 'median'"):
         segment_reduce(x, seg, 3, None, "median")
-    torch.library.opcheck(torch.ops.uvireid_ext.segment_reduce.default, (x, seg, torch.rand(4), 3, 1, True))
+    args = (x, seg, torch.rand(4), 3, "weighted_mean", True)
+    torch.library.opcheck(torch.ops.uvireid_ext.segment_reduce.default, args)
 
 
 def test_compile_smoke():

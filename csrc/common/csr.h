@@ -47,7 +47,7 @@ inline void check_csr_shapes(const char* op, const Tensor& crow, const Tensor& c
 }
 
 // The errors of the structure checks, worded once for the host checks below and the CUDA ones
-// (csrc/cuda/distance_kernel.cu), which find the same first offending entry on the device.
+// (csrc/cuda/distance_cuda.cu), which find the same first offending entry on the device.
 inline void check_csr_ends(const char* op, int64_t first, int64_t last, int64_t nnz) {
   STD_TORCH_CHECK(first == 0 && last == nnz, op, ": expected crow[0] == 0 and crow[N] == nnz = ", nnz, ", got ",
                   first, " and ", last);

@@ -1,5 +1,5 @@
 // Clustering kernels on raw pointers, no torch: DBSCAN on CSR distances and segmented k-means.
-// The host/device helpers at the top are shared by the CPU implementation (csrc/cpu/cluster.cpp)
+// The host/device helpers at the top are shared by the CPU implementation (csrc/cpu/cluster_cpu.cpp)
 // so that both backends make the same choices (seeding draws, tie rules).
 //
 // DBSCAN (same partition as scikit-learn DBSCAN(metric="precomputed") on the dense matrix):

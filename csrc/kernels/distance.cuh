@@ -1,6 +1,6 @@
 // Row-level logic of the distance ops on raw pointers: k-reciprocal sets, the 2/3 expansion, the
 // expansion groups of query expansion, and exact squared distances. Nothing here knows torch; the
-// __host__ __device__ functions are shared by the CPU ops (csrc/cpu/distance.cpp) and the CUDA
+// __host__ __device__ functions are shared by the CPU ops (csrc/cpu/distance_cpu.cpp) and the CUDA
 // kernels (csrc/cuda/distance_cuda.cu), so both backends apply literally the same rules.
 #pragma once
 

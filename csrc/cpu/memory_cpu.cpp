@@ -77,7 +77,7 @@ void memory_update_cpu(Tensor memory, Tensor features, Tensor labels, double mom
 }
 
 template <typename T>
-void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelGroups& g, int64_t mode,
+void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelGroups& g, SegmentMode mode,
                          bool normalize) {
   const int64_t S = static_cast<int64_t>(g.offsets.size()) - 1;
   torch::stable::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
@@ -88,12 +88,12 @@ void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelG
       const int64_t lo = g.offsets[s], hi = g.offsets[s + 1];
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t i = g.members[k];
-        const double wi = mode == 0 ? 1.0 : static_cast<double>(w[i]);
+        const double wi = mode == kSegmentMean ? 1.0 : static_cast<double>(w[i]);
         wsum += wi;
         for (int64_t d = 0; d < D; ++d) acc[d] += wi * x[i * D + d];
       }
       // mean and sum/count divide by the count; the weighted mean by the weight sum. Empty -> 0.
-      const double denom = mode == 1 ? wsum : static_cast<double>(hi - lo);
+      const double denom = mode == kSegmentWeightedMean ? wsum : static_cast<double>(hi - lo);
       const double scale = denom != 0.0 ? 1.0 / denom : 0.0;
       double sq = 0.0;
       for (int64_t d = 0; d < D; ++d) {
@@ -107,8 +107,8 @@ void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelG
 }
 
 Tensor segment_reduce_cpu(Tensor x, Tensor segments, std::optional<Tensor> weights, int64_t num_segments,
-                          int64_t mode, bool normalize) {
-  LabelGroups g = check_segment_reduce(x, segments, weights, num_segments, mode);
+                          std::string mode, bool normalize) {
+  const SegmentReduceArgs args = check_segment_reduce(x, segments, weights, num_segments, mode);
   const int64_t D = x.size(1);
   Tensor out = torch::stable::new_zeros(x, {num_segments, D});
   if (num_segments == 0 || D == 0) return out;
@@ -117,7 +117,7 @@ Tensor segment_reduce_cpu(Tensor x, Tensor segments, std::optional<Tensor> weigh
   if (weights.has_value()) wc = torch::stable::contiguous(*weights);
   THO_DISPATCH_V2(x.scalar_type(), "segment_reduce", AT_WRAP([&] {
     segment_reduce_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), wc ? wc->const_data_ptr<scalar_t>() : nullptr,
-                                  out.mutable_data_ptr<scalar_t>(), D, g, mode, normalize);
+                                  out.mutable_data_ptr<scalar_t>(), D, args.groups, args.mode, normalize);
   }), AT_FLOATING_TYPES);
   return out;
 }

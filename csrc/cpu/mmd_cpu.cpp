@@ -1,4 +1,4 @@
-// CPU kernels for mmd2 and mmd2_backward: parallel over groups; within a group the pooled set
+// CPU kernels for mmd2 and _mmd2_backward: parallel over groups; within a group the pooled set
 // P = X ∪ Y (n + m rows) has its squared distances computed once. Sums over D run in T with
 // fixed lane partials; per-pair kernel terms in double.
 #include <torch/csrc/stable/library.h>
@@ -148,13 +148,13 @@ void mmd2_backward_groups(const T* grad, const T* x, const T* y, int64_t D, cons
 std::tuple<Tensor, Tensor> mmd2_backward_cpu(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups,
                                              Tensor bandwidths) {
   check_mmd_backward(grad, x, bandwidths, grad.dim() == 1 ? grad.size(0) : -1);
-  MmdGroups g = check_mmd_inputs("mmd2_backward", x, y, x_groups, y_groups, grad.size(0));
+  MmdGroups g = check_mmd_inputs("_mmd2_backward", x, y, x_groups, y_groups, grad.size(0));
   Tensor gx = torch::stable::new_zeros(x, {x.size(0), x.size(1)});
   Tensor gy = torch::stable::new_zeros(y, {y.size(0), y.size(1)});
   if (grad.size(0) == 0 || x.size(1) == 0) return {gx, gy};
   Tensor xc = torch::stable::contiguous(x), yc = torch::stable::contiguous(y);
   Tensor gc = torch::stable::contiguous(grad), bc = torch::stable::contiguous(bandwidths);
-  THO_DISPATCH_V2(x.scalar_type(), "mmd2_backward", AT_WRAP([&] {
+  THO_DISPATCH_V2(x.scalar_type(), "_mmd2_backward", AT_WRAP([&] {
     mmd2_backward_groups<scalar_t>(gc.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(),
                                    yc.const_data_ptr<scalar_t>(), x.size(1), g, bc.const_data_ptr<scalar_t>(),
                                    bandwidths.size(1), gx.mutable_data_ptr<scalar_t>(), gy.mutable_data_ptr<scalar_t>());
@@ -167,5 +167,5 @@ std::tuple<Tensor, Tensor> mmd2_backward_cpu(Tensor grad, Tensor x, Tensor y, Te
 
 UVIREID_CPU_LIBRARY_IMPL(m) {
   m.impl("mmd2", TORCH_BOX(&uvireid::mmd2_cpu));
-  m.impl("mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cpu));
+  m.impl("_mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cpu));
 }
