@@ -30,9 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import uvireid_ext  # noqa: E402
-from bench.baselines.classic_jaccard import classic_jaccard, classic_labels  # noqa: E402
 from bench.baselines.sklearn_kmeans_loop import kmeans_loop  # noqa: E402
 from uvireid_ext.ops.cluster import dbscan, segmented_kmeans  # noqa: E402
+from uvireid_ext.reference.classic_jaccard import classic_jaccard, classic_labels  # noqa: E402
 
 
 def timed(fn: Callable[[], object], device: str, repeat: int = 1) -> tuple[float, object]:

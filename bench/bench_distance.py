@@ -1,5 +1,5 @@
 """Distance pipeline (kNN, k-reciprocal encoding, query expansion, Jaccard) against the classic
-NumPy port (bench/baselines/classic_jaccard.py), measured in the same run.
+NumPy port (uvireid_ext/reference/classic_jaccard.py), measured in the same run.
 
     python bench/bench_distance.py                               # CPU: N = 2k, 5k, 10k, 20k, D = 2048
     python bench/bench_distance.py --sizes 2000                  # the short run
@@ -73,7 +73,8 @@ def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, candidat
 
 def run_classic(n: int, d: int, k1: int, k2: int, noise: float, out) -> None:
     from _report import peak_rss_gb
-    from baselines.classic_jaccard import encode, expand, initial_rank, jaccard
+
+    from uvireid_ext.reference.classic_jaccard import encode, expand, initial_rank, jaccard
 
     x = features(n, d, noise=noise).numpy()
     t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 // The one schema block of uvireid_ext: every op's signature in one place. Kernels register per
-// backend next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu) with STABLE_TORCH_LIBRARY_IMPL.
+// backend next to their code (csrc/cpu/<family>_cpu.cpp, csrc/cuda/<family>_cuda.cu, one file per
+// family and backend) with STABLE_TORCH_LIBRARY_IMPL.
 // Fake (meta) kernels and autograd live in Python (uvireid_ext/ops/*.py).
 
 #include <torch/csrc/stable/library.h>
@@ -15,7 +16,7 @@ extern "C" PyObject* PyInit__C(void) {
 #endif
 
 STABLE_TORCH_LIBRARY(uvireid_ext, m) {
-  // ---- distances: kNN, k-reciprocal encoding, query expansion, Jaccard (csrc/*/distance*) ----
+  // ---- distances: kNN, k-reciprocal encoding, query expansion, Jaccard (*/distance_*) ----
   // knn: [N, D] float -> (indices [N, k] int64, squared distances [N, k] float32), self included,
   // ties to the lower index. candidates: the GEMM tier that proposes candidates ("bf16": fast, its
   // unproven rows retried in fp64; "fp64"); the result is the same either way.
@@ -32,7 +33,7 @@ STABLE_TORCH_LIBRARY(uvireid_ext, m) {
   m.def(
       "jaccard_sparse(Tensor crow, Tensor col, Tensor val, float max_distance) -> (Tensor, Tensor, Tensor)");
 
-  // ---- clustering: DBSCAN on sparse distances, segmented k-means (csrc/*/cluster*) ----
+  // ---- clustering: DBSCAN on sparse distances, segmented k-means (*/cluster_*) ----
   // dbscan: CSR distances (crow [N+1] int64, col [nnz] int64, val [nnz] float32/64) -> labels [N] int64;
   // entries with d > eps ignored, self always a neighbour; scikit-learn's core points and clusters,
   // border points to the nearest core neighbour, noise -1, ids by first appearance.
@@ -43,21 +44,25 @@ STABLE_TORCH_LIBRARY(uvireid_ext, m) {
       "segmented_kmeans(Tensor x, Tensor labels, int num_clusters, int n, int max_iter, float tol, int seed) "
       "-> (Tensor, Tensor)");
 
-  // ---- memories and losses: memory_update_, segment_reduce, mmd2 (csrc/*/memory*, csrc/*/mmd*) ----
+  // ---- memories and losses: memory_update_, segment_reduce, mmd2 (*/memory_*, */mmd_*) ----
   // memory_update_: in place, batch order: for b with labels[b] >= 0, c = m*c + (1-m)*x_b then
   // c = c/|c| (c = memory[labels[b]]). hard: per label only the sample with the lowest cosine to c.
   m.def("memory_update_(Tensor(a!) memory, Tensor features, Tensor labels, float momentum, bool hard) -> ()");
-  // segment_reduce: [N, D] rows into [S, D] by segments [N] int64 (-1 = skip). mode 0: mean,
-  // 1: sum(w x)/sum(w), 2: sum(w x)/count (MMM); empty segments give zero rows; optional L2 norm.
-  m.def("segment_reduce(Tensor x, Tensor segments, Tensor? weights, int num_segments, int mode, bool normalize) -> Tensor");
+  // segment_reduce: [N, D] rows into [S, D] by segments [N] int64 (-1 = skip). mode "mean",
+  // "weighted_mean": sum(w x)/sum(w), "weighted_sum_by_count": sum(w x)/count (MMM); empty segments
+  // give zero rows; optional L2 norm.
+  m.def(
+      "segment_reduce(Tensor x, Tensor segments, Tensor? weights, int num_segments, str mode, bool normalize) "
+      "-> Tensor");
   // mmd2: per group g, mean K(x,x) + mean K(y,y) - 2 mean K(x,y), K = sum_s exp(-|a-b|^2 / bw_s).
   // bandwidths [S] given, or per group base * mul^(s - num//2) with base = mean off-diagonal
   // squared distance of the pooled set. Returns (mmd2 [G], valid [G] bool, bandwidths used [G, S]).
   m.def(
       "mmd2(Tensor x, Tensor y, Tensor x_groups, Tensor y_groups, int num_groups, Tensor? bandwidths, "
       "float kernel_mul, int kernel_num) -> (Tensor, Tensor, Tensor)");
-  // mmd2_backward: (grad_x, grad_y) for upstream grad [G] and the bandwidths [G, S] used forward.
+  // _mmd2_backward: mmd2's backward (private: autograd calls it), (grad_x, grad_y) for upstream
+  // grad [G] and the bandwidths [G, S] used forward.
   m.def(
-      "mmd2_backward(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups, Tensor bandwidths) "
+      "_mmd2_backward(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups, Tensor bandwidths) "
       "-> (Tensor, Tensor)");
 }

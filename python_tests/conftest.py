@@ -7,6 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+# torch.compile's on-disk caches are keyed on the graphs, not on the loaded op library: a graph
+# compiled against another build (another checkout or branch, e.g. before an op was renamed) would be
+# replayed with that build's op names. Each checkout keeps its own caches, under its build/ folder.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "build", "torchinductor")
+)
+
 # The emulated-CUDA session (tools/test_cuda_on_cpu.sh) loads the emulated op library in place of
 # uvireid_ext._C: it defines the same ops, with the CUDA launchers registered for CPU tensors.
 EMULATED_LIBRARY = os.environ.get("UVIREID_EMULATED_CUDA")

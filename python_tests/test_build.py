@@ -63,6 +63,16 @@ def test_source_file_stems_are_unique():
     assert len(stems) == len(set(stems))
 
 
+def test_backend_files_follow_one_stem_rule():
+    # csrc/cpu/<family>_cpu.cpp and csrc/cuda/<family>_cuda.cu, one per family and backend: every
+    # family has both backends
+    cpu = {p.stem.removesuffix("_cpu") for p in (ROOT / "csrc" / "cpu").glob("*.cpp")}
+    cuda = {p.stem.removesuffix("_cuda") for p in (ROOT / "csrc" / "cuda").glob("*.cu")}
+    assert all(p.stem.endswith("_cpu") for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
+    assert all(p.stem.endswith("_cuda") for p in (ROOT / "csrc" / "cuda").glob("*.cu"))
+    assert cpu == cuda == {"cluster", "distance", "memory", "mmd"}
+
+
 def test_kernels_know_nothing_of_torch():
     for header in (ROOT / "csrc" / "kernels").glob("*"):
         text = header.read_text()

@@ -11,9 +11,9 @@ import torch
 from sklearn.cluster import DBSCAN
 
 import uvireid_ext.cluster as clu
-from bench.baselines.classic_jaccard import classic_jaccard
 from uvireid_ext.metrics import ari, format_ari
 from uvireid_ext.modality import Modality
+from uvireid_ext.reference.classic_jaccard import classic_jaccard
 
 
 def fake_reid(ids: int = 8, per: int = 12, dim: int = 32, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -31,7 +31,7 @@ class Mutant:
     path: str  # relative to the checkout
     old: str  # must occur exactly once
     new: str
-    tests: tuple[str, ...]
+    tests: tuple[str, ...]  # pytest arguments: paths, node ids, -k expressions
     schedule: str = "forward"
     sanitize: str | None = None
     expect: str | None = None  # text the failing run must print (the emulator's own diagnosis)
@@ -43,14 +43,14 @@ MUTANTS = (
         "csrc/kernels/reduce.cuh",
         "  if (lane == 0) scratch[warp] = v;\n  __syncthreads();\n",
         "  if (lane == 0) scratch[warp] = v;\n",
-        ("python_tests/test_memory_ops.py",),
+        ("python_tests/test_ops_registry.py::test_matches_reference", "-k", "memory_update_ or segment_reduce"),
     ),
     Mutant(
-        "broken warp sum: the last shuffle step of the distance kernels' warp_sum is skipped",
-        "csrc/kernels/distance_kernels.cuh",
-        "for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(kFull, v, o);",
-        "for (int o = kWarp / 2; o > 1; o >>= 1) v += __shfl_down_sync(kFull, v, o);",
-        ("python_tests/test_distance.py::test_knn_matches_reference",),
+        "broken warp sum: the last shuffle step of the shared warp_sum is skipped",
+        "csrc/kernels/warp.cuh",
+        "for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(kFullMask, v, o);",
+        "for (int o = kWarp / 2; o > 1; o >>= 1) v += __shfl_down_sync(kFullMask, v, o);",
+        ("python_tests/test_ops_registry.py::test_matches_reference", "-k", "knn"),
     ),
     Mutant(
         "out-of-bounds index: dbscan_flag_kernel reads labels[n] and writes flag[n]",
@@ -59,7 +59,7 @@ MUTANTS = (
         "  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;",
         "                                   int64_t* flag) {\n"
         "  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i <= n;",
-        ("python_tests/test_dbscan.py",),
+        ("python_tests/test_ops_registry.py::test_matches_reference", "-k", "dbscan"),
         sanitize="address",
         expect="heap-buffer-overflow",
     ),
@@ -68,7 +68,7 @@ MUTANTS = (
         "csrc/kernels/cluster.cuh",
         "      shift = warp_sum(shift);\n",
         "      if (lane < 16) shift = warp_sum(shift);\n",
-        ("python_tests/test_kmeans.py",),
+        ("python_tests/test_ops_registry.py::test_matches_reference", "-k", "segmented_kmeans"),
         expect="no thread can continue",
     ),
     Mutant(
@@ -76,7 +76,7 @@ MUTANTS = (
         "csrc/kernels/distance_kernels.cuh",
         "    __syncwarp();\n",
         "",
-        ("python_tests/test_distance.py::test_k_reciprocal_encode_matches_reference",),
+        ("python_tests/test_ops_registry.py::test_matches_reference", "-k", "k_reciprocal_encode"),
         schedule="reverse",
     ),
 )

@@ -29,8 +29,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-tests=(python_tests/test_distance.py python_tests/test_dbscan.py python_tests/test_kmeans.py
-       python_tests/test_cluster.py python_tests/test_memory_ops.py python_tests/test_mmd_op.py)
+tests=(python_tests/test_ops_registry.py python_tests/test_ops_distance.py python_tests/test_ops_dbscan.py
+       python_tests/test_ops_kmeans.py python_tests/test_cluster.py python_tests/test_ops_memory.py
+       python_tests/test_ops_mmd.py)
 
 # run_twins LIBRARY [env assignments...]: the `cuda` tests against LIBRARY under every schedule.
 run_twins() {

@@ -5,6 +5,9 @@
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
+#include <optional>
+#include <string>
+
 #include "common/checks.h"
 #include "kernels/segments.h"
 
@@ -55,19 +58,25 @@ inline CompactGroups check_memory_update(const Tensor& memory, const Tensor& fea
   return compact_groups(p, host.numel(), memory.size(0));
 }
 
-// segment_reduce: checks every argument; returns the CSR of rows per segment.
-inline LabelGroups check_segment_reduce(const Tensor& x, const Tensor& segments, const std::optional<Tensor>& weights,
-                                        int64_t num_segments, int64_t mode) {
+struct SegmentReduceArgs {
+  LabelGroups groups;  // the CSR of rows per segment
+  SegmentMode mode;
+};
+
+// segment_reduce: checks every argument; returns the rows per segment and the mode's code.
+inline SegmentReduceArgs check_segment_reduce(const Tensor& x, const Tensor& segments,
+                                              const std::optional<Tensor>& weights, int64_t num_segments,
+                                              const std::string& mode_name) {
   const char* op = "segment_reduce";
+  const auto mode = static_cast<SegmentMode>(
+      check_choice(op, "mode", mode_name, {"mean", "weighted_mean", "weighted_sum_by_count"}));
   check_float_matrix(op, "x", x);
   check_dim(op, "segments", segments, 1);
   check_dtype(op, "segments", segments, ScalarType::Long);
   check_size(op, "segments", segments, 0, x.size(0));
   check_same_device(op, "segments", segments, "x", x);
   STD_TORCH_CHECK(num_segments >= 0, op, ": expected num_segments >= 0, got ", num_segments);
-  STD_TORCH_CHECK(mode >= 0 && mode <= 2, op, ": expected mode 0 (mean), 1 (weighted mean) or 2 (weighted sum / count), got ",
-                  mode);
-  STD_TORCH_CHECK(mode == 0 || weights.has_value(), op, ": mode ", mode, " needs weights");
+  STD_TORCH_CHECK(mode == kSegmentMean || weights.has_value(), op, ": mode '", mode_name, "' needs weights");
   if (weights.has_value()) {
     check_dim(op, "weights", *weights, 1);
     check_dtype(op, "weights", *weights, x.scalar_type());
@@ -76,7 +85,7 @@ inline LabelGroups check_segment_reduce(const Tensor& x, const Tensor& segments,
   }
   Tensor host = labels_on_host(segments);
   check_label_range(op, "segments", host, -1, num_segments, "num_segments");
-  return group_by_label(host.const_data_ptr<int64_t>(), host.numel(), num_segments);
+  return {group_by_label(host.const_data_ptr<int64_t>(), host.numel(), num_segments), mode};
 }
 
 }  // namespace uvireid

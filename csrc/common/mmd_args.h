@@ -1,4 +1,4 @@
-// Argument checks and host-side grouping for mmd2 / mmd2_backward, shared by the CPU and CUDA op
+// Argument checks and host-side grouping for mmd2 / _mmd2_backward, shared by the CPU and CUDA op
 // layers. Group ids are copied to the host (a batch's worth of int64) for exact range errors and a
 // deterministic member order.
 #pragma once
@@ -65,7 +65,7 @@ inline std::vector<double> check_mmd_bandwidths(const std::optional<Tensor>& ban
 }
 
 inline void check_mmd_backward(const Tensor& grad, const Tensor& x, const Tensor& bandwidths, int64_t num_groups) {
-  const char* op = "mmd2_backward";
+  const char* op = "_mmd2_backward";
   check_dim(op, "grad", grad, 1);
   check_dtype(op, "grad", grad, x.scalar_type());
   check_size(op, "grad", grad, 0, num_groups);

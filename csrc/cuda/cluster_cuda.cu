@@ -15,7 +15,7 @@
 
 namespace uvireid {
 
-// Shared with the CPU layer (csrc/cpu/cluster.cpp).
+// Shared with the CPU layer (csrc/cpu/cluster_cpu.cpp).
 void check_dbscan_args(const Tensor& crow, const Tensor& col, const Tensor& val, double eps, int64_t min_samples);
 void check_dbscan_flags(int flags);
 void check_dbscan_structure(const int64_t* crow, const int64_t* col, int64_t n, int64_t nnz);

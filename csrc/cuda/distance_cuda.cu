@@ -96,8 +96,7 @@ void check_index_range(const char* op, const char* arg, const Tensor& v, int64_t
   const int64_t pos = to_host<int64_t>(holder, 0, stream);
   if (pos == v.numel()) return;
   const int64_t value = to_host<int64_t>(v, pos, stream);
-  if (std::string(arg) == "col")
-    STD_TORCH_CHECK(false, op, ": col[", pos, "] = ", value, " is outside [0, ", n, ")");
+  if (std::string(arg) == "col") fail_csr_column(op, pos, value, n);
   STD_TORCH_CHECK(false, op, ": ", arg, " holds index ", value, " at flat position ", pos, ", outside [0, ", n, ")");
 }
 
@@ -116,15 +115,13 @@ CsrView check_csr_cuda(const char* op, const Tensor& crow, const Tensor& col, co
   check_csr_shapes(op, crow, col, val);
   const int64_t n = crow.numel() - 1, nnz = col.numel();
   const int64_t first = to_host<int64_t>(crow, 0, stream), last = to_host<int64_t>(crow, n, stream);
-  STD_TORCH_CHECK(first == 0 && last == nnz, op, ": crow must start at 0 and end at nnz = ", nnz, ", got ", first,
-                  " and ", last);
+  check_csr_ends(op, first, last, nnz);
   if (n > 0) {
     Tensor holder;
     unsigned long long* bad = new_sentinel(crow, n, stream, holder);
     launch(first_decreasing_kernel, grid_for(n, kThreads), kThreads, stream, crow.const_data_ptr<int64_t>(), n, bad);
     const int64_t row = to_host<int64_t>(holder, 0, stream);
-    STD_TORCH_CHECK(row == n, op, ": crow decreases at row ", row, " (", to_host<int64_t>(crow, row, stream), " -> ",
-                    to_host<int64_t>(crow, row + 1, stream), ")");
+    if (row != n) fail_csr_decreasing(op, row, to_host<int64_t>(crow, row, stream), to_host<int64_t>(crow, row + 1, stream));
   }
   check_index_range(op, "col", col, n, stream);
   return {crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(), val.const_data_ptr<float>(), nnz};

@@ -42,14 +42,15 @@ void memory_update_cuda(Tensor memory, Tensor features, Tensor labels, double mo
 
 template <typename T>
 void launch_segment_reduce(const T* x, const T* w, T* out, int64_t D, const int64_t* offsets, const int64_t* members,
-                           int64_t S, int mode, bool normalize, cudaStream_t stream) {
+                           int64_t S, SegmentMode mode, bool normalize, cudaStream_t stream) {
   const unsigned int blocks = static_cast<unsigned int>(std::min<int64_t>(S, 1 << 16));
   launch_kernel(segment_reduce_kernel<T>, blocks, kThreads, stream, x, w, out, D, offsets, members, S, mode, normalize);
 }
 
 Tensor segment_reduce_cuda(Tensor x, Tensor segments, std::optional<Tensor> weights, int64_t num_segments,
-                           int64_t mode, bool normalize) {
-  LabelGroups g = check_segment_reduce(x, segments, weights, num_segments, mode);
+                           std::string mode, bool normalize) {
+  const SegmentReduceArgs args = check_segment_reduce(x, segments, weights, num_segments, mode);
+  const LabelGroups& g = args.groups;
   const int64_t D = x.size(1);
   DeviceGuard guard(x.get_device_index());
   Tensor out = torch::stable::new_zeros(x, {num_segments, D});
@@ -63,8 +64,7 @@ Tensor segment_reduce_cuda(Tensor x, Tensor segments, std::optional<Tensor> weig
   THO_DISPATCH_V2(x.scalar_type(), "segment_reduce", AT_WRAP([&] {
     launch_segment_reduce<scalar_t>(xc.const_data_ptr<scalar_t>(), wc ? wc->const_data_ptr<scalar_t>() : nullptr,
                                     out.mutable_data_ptr<scalar_t>(), D, offsets.const_data_ptr<int64_t>(),
-                                    members.const_data_ptr<int64_t>(), num_segments, static_cast<int>(mode),
-                                    normalize, stream);
+                                    members.const_data_ptr<int64_t>(), num_segments, args.mode, normalize, stream);
   }), AT_FLOATING_TYPES);
   UVIREID_LAUNCH_CHECK();
   return out;

@@ -1,4 +1,4 @@
-// CUDA launchers for mmd2 and mmd2_backward: checks and host-side grouping (shared with the CPU op
+// CUDA launchers for mmd2 and _mmd2_backward: checks and host-side grouping (shared with the CPU op
 // layer), device guard, current stream, dispatch, launch, launch check.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -80,7 +80,7 @@ void launch_mmd2_backward(const T* grad, const T* x, const T* y, int64_t D, MmdG
 std::tuple<Tensor, Tensor> mmd2_backward_cuda(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups,
                                               Tensor bandwidths) {
   check_mmd_backward(grad, x, bandwidths, grad.dim() == 1 ? grad.size(0) : -1);
-  MmdGroups g = check_mmd_inputs("mmd2_backward", x, y, x_groups, y_groups, grad.size(0));
+  MmdGroups g = check_mmd_inputs("_mmd2_backward", x, y, x_groups, y_groups, grad.size(0));
   DeviceGuard guard(x.get_device_index());
   Tensor gx = torch::stable::new_zeros(x, {x.size(0), x.size(1)});
   Tensor gy = torch::stable::new_zeros(y, {y.size(0), y.size(1)});
@@ -89,7 +89,7 @@ std::tuple<Tensor, Tensor> mmd2_backward_cuda(Tensor grad, Tensor x, Tensor y, T
   Tensor xc = torch::stable::contiguous(x), yc = torch::stable::contiguous(y);
   Tensor gc = torch::stable::contiguous(grad), bc = torch::stable::contiguous(bandwidths);
   DeviceGroups dg = to_device(g, x);
-  THO_DISPATCH_V2(x.scalar_type(), "mmd2_backward", AT_WRAP([&] {
+  THO_DISPATCH_V2(x.scalar_type(), "_mmd2_backward", AT_WRAP([&] {
     launch_mmd2_backward<scalar_t>(gc.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(),
                                    yc.const_data_ptr<scalar_t>(), x.size(1), dg.ptrs(), grad.size(0),
                                    dg.ws.mutable_data_ptr<double>(), bc.const_data_ptr<scalar_t>(), bandwidths.size(1),
@@ -104,5 +104,5 @@ std::tuple<Tensor, Tensor> mmd2_backward_cuda(Tensor grad, Tensor x, Tensor y, T
 
 UVIREID_CUDA_LIBRARY_IMPL(m) {
   m.impl("mmd2", TORCH_BOX(&uvireid::mmd2_cuda));
-  m.impl("mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cuda));
+  m.impl("_mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cuda));
 }

@@ -1,5 +1,5 @@
 // Clustering kernels on raw pointers, no torch: DBSCAN on CSR distances and segmented k-means.
-// The host/device helpers at the top are shared by the CPU implementation (csrc/cpu/cluster.cpp)
+// The host/device helpers at the top are shared by the CPU implementation (csrc/cpu/cluster_cpu.cpp)
 // so that both backends make the same choices (seeding draws, tie rules).
 //
 // DBSCAN (same partition as scikit-learn DBSCAN(metric="precomputed") on the dense matrix):
@@ -28,6 +28,9 @@
 #include <cstdint>
 
 #include "kernels/host_device.h"
+#ifdef UVIREID_DEVICE_CODE
+#include "kernels/warp.cuh"
+#endif
 
 namespace uvireid {
 namespace cluster {
@@ -64,34 +67,67 @@ UVIREID_HD int64_t pick_weighted(const float* w, int64_t m, double total, double
   return last;
 }
 
-#ifdef UVIREID_DEVICE_CODE
+// ---------------------------------------------------------------- DBSCAN rules (both backends)
 
-constexpr int kWarp = 32;
+// Malformed-input flags of a DBSCAN row, for the callers to report (check_dbscan_flags).
+constexpr int kDbscanBadColumn = 1, kDbscanNanDistance = 2, kDbscanNegativeDistance = 4;
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+// Neighbours of point i, itself included (entries with d <= eps, stored diagonal entries skipped);
+// ORs the malformed-input flags of its row into `flags`.
+template <typename T>
+UVIREID_HD int64_t dbscan_neighbour_count(const int64_t* crow, const int64_t* col, const T* val, int64_t n,
+                                          int64_t i, T eps, int& flags) {
+  int64_t count = 1;  // the point itself (a dense precomputed matrix has a zero diagonal)
+  for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+    const int64_t j = col[k];
+    const T d = val[k];
+    if (j < 0 || j >= n) {
+      flags |= kDbscanBadColumn;
+      continue;
+    }
+    if (d != d) flags |= kDbscanNanDistance;
+    if (d < T(0)) flags |= kDbscanNegativeDistance;
+    if (j != i && d <= eps) ++count;
+  }
+  return count;
 }
+
+// Whether the stored entry (i, j, d) is an edge to a core point within eps (not the diagonal).
+template <typename T>
+UVIREID_HD bool dbscan_core_edge(int64_t i, int64_t j, T d, T eps, const uint8_t* is_core) {
+  return j != i && d <= eps && is_core[j];
+}
+
+// The border rule: the nearest core neighbour of point i (smallest d, ties to the lower index), or -1.
+template <typename T>
+UVIREID_HD int64_t dbscan_nearest_core(const int64_t* crow, const int64_t* col, const T* val, int64_t i, T eps,
+                                       const uint8_t* is_core) {
+  int64_t best = -1;
+  T best_d = T(0);
+  for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+    const int64_t j = col[k];
+    const T d = val[k];
+    if (!dbscan_core_edge(i, j, d, eps, is_core)) continue;
+    if (best < 0 || d < best_d || (d == best_d && j < best)) {
+      best = j;
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+#ifdef UVIREID_DEVICE_CODE
 
 // ---------------------------------------------------------------- DBSCAN
 
-// Core flags from neighbour counts; also flags malformed input (bit 1: column out of range,
-// bit 2: NaN distance, bit 4: negative distance) for the launcher to report.
+// Core flags from neighbour counts; also flags malformed input for the launcher to report.
 template <typename T>
 __global__ void dbscan_core_kernel(const int64_t* crow, const int64_t* col, const T* val, int64_t n, T eps,
                                    int64_t min_samples, uint8_t* is_core, int* bad) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int64_t count = 1;  // the point itself
     int flags = 0;
-    for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-      const int64_t j = col[k];
-      const T d = val[k];
-      if (j < 0 || j >= n) flags |= 1;
-      if (d != d) flags |= 2;
-      if (d < T(0)) flags |= 4;
-      if (j != i && d <= eps) ++count;
-    }
+    const int64_t count = dbscan_neighbour_count(crow, col, val, n, i, eps, flags);
     if (flags) atomicOr(bad, flags);
     is_core[i] = count >= min_samples ? 1 : 0;
   }
@@ -140,8 +176,7 @@ __global__ void dbscan_union_kernel(const int64_t* crow, const int64_t* col, con
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     if (!is_core[i]) continue;
     for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-      const int64_t j = col[k];
-      if (j != i && val[k] <= eps && is_core[j]) uf_union(parent, i, j);
+      if (dbscan_core_edge(i, col[k], val[k], eps, is_core)) uf_union(parent, i, col[k]);
     }
   }
 }
@@ -171,17 +206,7 @@ __global__ void dbscan_label_kernel(const int64_t* crow, const int64_t* col, con
     if (is_core[i]) {
       lab = parent[i];
     } else {
-      int64_t best = -1;
-      T best_d = T(0);
-      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-        const int64_t j = col[k];
-        const T d = val[k];
-        if (j == i || !(d <= eps) || !is_core[j]) continue;
-        if (best < 0 || d < best_d || (d == best_d && j < best)) {
-          best = j;
-          best_d = d;
-        }
-      }
+      const int64_t best = dbscan_nearest_core(crow, col, val, i, eps, is_core);
       if (best >= 0) lab = parent[best];
     }
     labels[i] = lab;

@@ -1,6 +1,6 @@
 // Row-level logic of the distance ops on raw pointers: k-reciprocal sets, the 2/3 expansion, the
 // expansion groups of query expansion, and exact squared distances. Nothing here knows torch; the
-// __host__ __device__ functions are shared by the CPU ops (csrc/cpu/distance.cpp) and the CUDA
+// __host__ __device__ functions are shared by the CPU ops (csrc/cpu/distance_cpu.cpp) and the CUDA
 // kernels (csrc/cuda/distance_cuda.cu), so both backends apply literally the same rules.
 #pragma once
 
@@ -239,6 +239,13 @@ UVIREID_HD float split_bf16(float v, double& h2, double& l2) {
   l2 += l * l;
   return h;
 }
+
+// Norms a tier's error bound needs, per row: |x|, |h|, |l| for the split x = h + l it multiplies.
+struct SplitNorms {
+  const double* x;
+  const double* h;
+  const double* l;
+};
 
 // A lower bound on the exact key of rows i and j, from g = the tier's GEMM value for <h_i, h_j>, the
 // float64 squared norms sq and the norms |x|, |h|, |l| of both rows:

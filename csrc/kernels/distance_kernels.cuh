@@ -8,24 +8,13 @@
 #include <cstdint>
 
 #include "kernels/distance.cuh"
+#include "kernels/warp.cuh"
 
 namespace uvireid {
 namespace distance {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFull = 0xffffffffu;
 // Jaccard min-sums are accumulated as integers in units of 2^-50 (exact, order-independent).
 constexpr double kFixedScale = 1125899906842624.0;  // 2^50
-
-__device__ __forceinline__ double warp_sum(double v) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(kFull, v, o);
-  return __shfl_sync(kFull, v, 0);
-}
-
-__device__ __forceinline__ double warp_max(double v) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(kFull, v, o));
-  return __shfl_sync(kFull, v, 0);
-}
 
 // Global warp id and lane for warp-per-item kernels.
 __device__ __forceinline__ int64_t warp_id() {
@@ -130,13 +119,6 @@ template <class T>
 __global__ void gather_rows_kernel(const T* src, int64_t D, const int64_t* rows, int64_t r0, int64_t rb, T* dst) {
   for (int64_t p = thread_id(); p < rb * D; p += thread_count()) dst[p] = src[block_row(rows, r0, p / D) * D + p % D];
 }
-
-// Norms of the split each tier multiplies: |x|, |h|, |l| per row.
-struct SplitNorms {
-  const double* x;
-  const double* h;
-  const double* l;
-};
 
 __device__ __forceinline__ float round_down(double v, float*) { return __double2float_rd(v); }
 __device__ __forceinline__ double round_down(double v, double*) { return v; }

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernels/reduce.cuh"
+#include "kernels/segments.h"
 
 namespace uvireid {
 
@@ -63,16 +64,17 @@ __global__ void memory_update_kernel(T* memory, const T* x, int64_t D, const int
   }
 }
 
-// mode 0: mean; 1: sum(w x)/sum(w); 2: sum(w x)/count. Empty segments stay zero (out is zeroed).
+// mode: see SegmentMode (kernels/segments.h). Empty segments stay zero (out is zeroed).
 template <typename T>
 __global__ void segment_reduce_kernel(const T* x, const T* w, T* out, int64_t D, const int64_t* offsets,
-                                      const int64_t* members, int64_t num_segments, int mode, bool normalize) {
+                                      const int64_t* members, int64_t num_segments, SegmentMode mode,
+                                      bool normalize) {
   __shared__ double scratch[32];
   for (int64_t s = blockIdx.x; s < num_segments; s += gridDim.x) {
     const int64_t lo = offsets[s], hi = offsets[s + 1];
     double wsum = 0.0;
-    for (int64_t k = lo; k < hi; ++k) wsum += mode == 0 ? 1.0 : static_cast<double>(w[members[k]]);
-    const double denom = mode == 1 ? wsum : static_cast<double>(hi - lo);
+    for (int64_t k = lo; k < hi; ++k) wsum += mode == kSegmentMean ? 1.0 : static_cast<double>(w[members[k]]);
+    const double denom = mode == kSegmentWeightedMean ? wsum : static_cast<double>(hi - lo);
     const double scale = denom != 0.0 ? 1.0 / denom : 0.0;
     // Normalising needs the row's norm first: a second pass recomputes the sums in double rather
     // than rounding twice, so the result matches the CPU kernel.
@@ -80,7 +82,7 @@ __global__ void segment_reduce_kernel(const T* x, const T* w, T* out, int64_t D,
       double acc = 0.0;
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t i = members[k];
-        acc += (mode == 0 ? 1.0 : static_cast<double>(w[i])) * static_cast<double>(x[i * D + d]);
+        acc += (mode == kSegmentMean ? 1.0 : static_cast<double>(w[i])) * static_cast<double>(x[i * D + d]);
       }
       return acc * scale;
     };

@@ -1,4 +1,4 @@
-// CUDA kernels for mmd2 and mmd2_backward, torch-free. One block per group; the pooled set
+// CUDA kernels for mmd2 and _mmd2_backward, torch-free. One block per group; the pooled set
 // P = X ∪ Y of a group (members from the host grouping, X first) gets its squared distances in a
 // double workspace slice ws[ws_off[g] .. + p*p). Reductions use a fixed tree: deterministic.
 #pragma once

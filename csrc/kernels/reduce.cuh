@@ -4,13 +4,9 @@
 
 #include <cuda_runtime.h>
 
-namespace uvireid {
+#include "kernels/warp.cuh"
 
-template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  return v;
-}
+namespace uvireid {
 
 // Every thread gets the block's sum. Two __syncthreads inside: call from all threads.
 template <typename A>
@@ -21,8 +17,7 @@ __device__ A block_sum(A v, A* scratch) {
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   A t = lane < nwarps ? scratch[lane] : A(0);
-  t = warp_sum(t);  // every warp reduces the same partials, so every thread gets the sum
-  return __shfl_sync(0xffffffffu, t, 0);
+  return warp_sum(t);  // every warp reduces the same partials, so every thread gets the sum
 }
 
 }  // namespace uvireid

@@ -9,6 +9,13 @@
 
 namespace uvireid {
 
+// segment_reduce's reductions; the schema takes them by name (segment_mode_names, same order).
+enum SegmentMode : int {
+  kSegmentMean = 0,                // sum(x) / count
+  kSegmentWeightedMean = 1,        // sum(w x) / sum(w)
+  kSegmentWeightedSumByCount = 2,  // sum(w x) / count (MMM's prototypes)
+};
+
 // CSR of the rows of each label: members[offsets[s] .. offsets[s+1]) are the rows i with
 // labels[i] == s in increasing i. Negative labels are skipped; labels must be < num_labels.
 struct LabelGroups {

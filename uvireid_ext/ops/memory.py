@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from . import op, register_fake
@@ -9,8 +11,9 @@ from . import op, register_fake
 __all__ = ["SEGMENT_MODES", "memory_update_", "segment_reduce"]
 
 
-#: ``mode`` names of :func:`segment_reduce` and their op codes.
-SEGMENT_MODES = {"mean": 0, "weighted_mean": 1, "weighted_sum_by_count": 2}
+SegmentMode = Literal["mean", "weighted_mean", "weighted_sum_by_count"]
+#: ``mode`` names of :func:`segment_reduce`, as the op's schema takes them.
+SEGMENT_MODES: tuple[str, ...] = get_args(SegmentMode)
 
 
 def memory_update_(
@@ -50,7 +53,7 @@ def segment_reduce(
     segments: torch.Tensor,
     num_segments: int,
     weights: torch.Tensor | None = None,
-    mode: str = "mean",
+    mode: SegmentMode = "mean",
     normalize: bool = False,
 ) -> torch.Tensor:
     """Per-segment centroids of the rows of ``x``.
@@ -69,9 +72,7 @@ def segment_reduce(
     """
     if mode not in SEGMENT_MODES:
         raise ValueError(f"segment_reduce: unknown mode {mode!r}; expected one of {sorted(SEGMENT_MODES)}")
-    return op("segment_reduce")(
-        x, segments, weights, int(num_segments), SEGMENT_MODES[mode], bool(normalize)
-    )
+    return op("segment_reduce")(x, segments, weights, int(num_segments), mode, bool(normalize))
 
 
 @register_fake("segment_reduce")
@@ -80,7 +81,7 @@ def _segment_reduce_fake(
     segments: torch.Tensor,
     weights: torch.Tensor | None,
     num_segments: int,
-    mode: int,
+    mode: str,
     normalize: bool,
 ) -> torch.Tensor:
     return x.new_empty(num_segments, x.shape[1])

@@ -68,7 +68,7 @@ def _mmd2_fake(
     return x.new_empty(num_groups), x.new_empty(num_groups, dtype=torch.bool), x.new_empty(num_groups, s)
 
 
-@register_fake("mmd2_backward")
+@register_fake("_mmd2_backward")
 def _mmd2_backward_fake(
     grad: torch.Tensor,
     x: torch.Tensor,
@@ -91,7 +91,7 @@ def _backward(ctx, grad_values, _grad_valid, _grad_bw):  # noqa: ANN001, ANN202
     x, y, x_groups, y_groups, bw = ctx.saved_tensors
     if grad_values is None:
         return None, None, None, None, None, None, None, None
-    gx, gy = op("mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
+    gx, gy = op("_mmd2_backward")(grad_values.contiguous(), x, y, x_groups, y_groups, bw)
     return (
         gx if ctx.needs_input_grad[0] else None,
         gy if ctx.needs_input_grad[1] else None,

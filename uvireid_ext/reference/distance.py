@@ -10,16 +10,16 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "knn_ref",
-    "k_reciprocal_encode_ref",
-    "query_expansion_ref",
-    "jaccard_ref",
+    "knn",
+    "k_reciprocal_encode",
+    "query_expansion",
+    "jaccard_dense",
     "expansion_groups",
-    "round_half_even_half",
+    "half_round_even",
 ]
 
 
-def knn_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def knn(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest rows of ``x`` [N, D] by exact squared Euclidean distance (float64 differences),
     self included, ties to the lower index. Returns (indices [N, k] int64, distances [N, k] float32)."""
     xd = x.double()
@@ -36,8 +36,9 @@ def knn_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(idx).contiguous(), torch.cat(dist).float().contiguous()
 
 
-def round_half_even_half(k1: int) -> int:
-    """round(k1 / 2) with round-half-to-even, as numpy.around does (30 -> 15, 5 -> 2, 7 -> 4)."""
+def half_round_even(k1: int) -> int:
+    """round(k1 / 2) with round-half-to-even, as numpy.around does (30 -> 15, 5 -> 2, 7 -> 4); the
+    kernels' ``half_round_even``."""
     return round(k1 / 2)  # Python's round is round-half-to-even
 
 
@@ -46,11 +47,11 @@ def _reciprocal(rank: torch.Tensor, i: int, m: int) -> list[int]:
     return [int(j) for j in rank[i, :m] if i in rank[int(j), :m].tolist()]
 
 
-def k_reciprocal_encode_ref(x: torch.Tensor, rank: torch.Tensor, k1: int) -> torch.Tensor:
+def k_reciprocal_encode(x: torch.Tensor, rank: torch.Tensor, k1: int) -> torch.Tensor:
     """V [N, N] float64: softmax(-(2 - 2<x_i, x_j>)) over the expanded k-reciprocal set of each row."""
     n = x.shape[0]
     m1 = min(k1 + 1, k1)  # the first k1+1 ranked entries, but only k1 columns exist
-    mh = min(round_half_even_half(k1) + 1, k1)
+    mh = min(half_round_even(k1) + 1, k1)
     r1 = [_reciprocal(rank, i, m1) for i in range(n)]
     rh = [_reciprocal(rank, i, mh) for i in range(n)]
     xd = x.double()
@@ -85,7 +86,7 @@ def expansion_groups(
     return out
 
 
-def query_expansion_ref(
+def query_expansion(
     v: torch.Tensor, rank: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, pool: int, cap: int
 ) -> torch.Tensor:
     """Row i <- equal-weight mean over outer groups of (equal-weight mean over the inner groups of
@@ -101,7 +102,7 @@ def query_expansion_ref(
     return result
 
 
-def jaccard_ref(v: torch.Tensor) -> torch.Tensor:
-    """d_ij = 1 - m/(2 - m), m = sum_c min(V_ic, V_jc), clipped at >= 0; [N, N] float64."""
+def jaccard_dense(v: torch.Tensor) -> torch.Tensor:
+    """d_ij = 1 - m/(2 - m), m = sum_c min(V_ic, V_jc), clipped at >= 0; [N, N] float64 from a dense V."""
     m = torch.stack([torch.minimum(v[i][None, :], v).sum(1) for i in range(v.shape[0])]) if len(v) else v
     return (1 - m / (2 - m)).clamp_min(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["mmd2", "mmd2_single"]
+__all__ = ["_mmd2_backward", "mmd2", "mmd2_single"]
 
 
 def mmd2_single(
@@ -55,3 +55,23 @@ def mmd2(
     if num_groups == 0:
         return x.new_zeros(0), torch.zeros(0, dtype=torch.bool), x.new_zeros(0, s)
     return torch.stack(values), torch.tensor(valid), torch.stack(bws)
+
+
+def _mmd2_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_groups: torch.Tensor,
+    y_groups: torch.Tensor,
+    bandwidths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_y) of Σ_g grad[g] · MMD²_g with each group's bandwidths [G, S] held fixed, as the
+    op's backward computes them (autograd through :func:`mmd2_single`)."""
+    xr, yr = x.detach().clone().requires_grad_(), y.detach().clone().requires_grad_()
+    total = xr.sum() * 0 + yr.sum() * 0
+    for g in range(grad.numel()):
+        xs, ys = xr[x_groups == g], yr[y_groups == g]
+        if xs.shape[0] and ys.shape[0]:
+            total = total + grad[g] * mmd2_single(xs, ys, bandwidths[g])[0]
+    gx, gy = torch.autograd.grad(total, (xr, yr))
+    return gx, gy

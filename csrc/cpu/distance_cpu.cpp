@@ -81,13 +81,6 @@ void check_rank(const char* op, const Tensor& rank, int64_t n, int64_t min_cols,
 
 // ---------------------------------------------------------------------------------------------- knn
 
-// Norms a tier's error bound needs, per row: |x|, |h|, |l| for the split x = h + l it multiplies.
-struct SplitNorms {
-  const double* x;
-  const double* h;
-  const double* l;
-};
-
 // Rows rows[r0 .. r0 + rb) of a float [n, D] matrix, as a [rb, D] matrix.
 Tensor gather_rows(const Tensor& m, const std::vector<int64_t>& rows, int64_t r0, int64_t rb) {
   const int64_t dim = m.size(1);

@@ -1,5 +1,6 @@
-"""dbscan op: scikit-learn's partition on random graphs (ties, duplicates, isolated points), the
-documented border rule, first-appearance ids, CPU/CUDA agreement, bad input."""
+"""dbscan beyond the sample registry (test_ops_registry.py): scikit-learn's partition on random
+graphs (ties, duplicates), the documented border rule, first-appearance ids, the wrapper's dense and
+sparse paths and checks, torch.compile."""
 
 from __future__ import annotations
 
@@ -7,38 +8,14 @@ import numpy as np
 import pytest
 import torch
 from common import DEVICES
+from op_samples import csr_of as to_csr
+from op_samples import parts as _parts
+from op_samples import random_distances
 from sklearn.cluster import DBSCAN
 
-from uvireid_ext import reference
 from uvireid_ext.ops.cluster import dbscan, dbscan_csr
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse")
-
-
-def random_distances(n: int, seed: int, quantum: float = 0.05, dup: int = 0) -> torch.Tensor:
-    """Symmetric zero-diagonal distances of 2-D points; quantised so that d == eps ties occur."""
-    g = torch.Generator().manual_seed(seed)
-    pts = torch.rand(n, 2, generator=g, dtype=torch.float64) * 2
-    if dup:  # exact duplicates: distance 0 off the diagonal
-        pts[n - dup :] = pts[:dup]
-    d = torch.cdist(pts, pts)
-    d = torch.round(d / quantum) * quantum
-    d.fill_diagonal_(0)
-    return d.float()
-
-
-def to_csr(d: torch.Tensor, max_distance: float, keep_diagonal: bool) -> torch.Tensor:
-    keep = d <= max_distance
-    if not keep_diagonal:
-        keep.fill_diagonal_(False)
-    return _csr(d, keep)
-
-
-def _csr(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    rows, cols = keep.nonzero(as_tuple=True)
-    crow = torch.zeros(d.shape[0] + 1, dtype=torch.int64)
-    crow[1:] = torch.bincount(rows, minlength=d.shape[0]).cumsum(0)
-    return torch.sparse_csr_tensor(crow, cols, d[rows, cols], size=d.shape)
 
 
 def check_against_sklearn(d: torch.Tensor, labels: torch.Tensor, eps: float, min_samples: int) -> None:
@@ -77,10 +54,6 @@ def test_matches_sklearn_random(device: str, seed: int, min_samples: int) -> Non
     for keep_diagonal in (True, False):
         sparse = to_csr(d, 0.35, keep_diagonal).to(device)
         assert torch.equal(dbscan(sparse, eps, min_samples).cpu(), labels.cpu())
-    # And exactly the reference's labels.
-    s = to_csr(d, 0.35, True)
-    ref = reference.dbscan(s.crow_indices(), s.col_indices(), s.values(), eps, min_samples)
-    assert torch.equal(labels.cpu(), ref)
 
 
 def test_float64_values_and_eps_tie() -> None:
@@ -128,16 +101,11 @@ def test_edge_cases(device: str) -> None:
     assert dbscan(torch.zeros(5, 5, device=device), 0.1, 4).tolist() == [0] * 5
 
 
-def test_opcheck_and_compile() -> None:
+def test_compile() -> None:
     d = random_distances(30, 1)
     crow, col, val = _parts(to_csr(d, 0.4, True))
-    torch.library.opcheck(torch.ops.uvireid_ext.dbscan.default, (crow, col, val, 0.2, 3))
     fn = torch.compile(lambda a, b, c: dbscan_csr(a, b, c, 0.2, 3) + 1, fullgraph=True)
     assert torch.equal(fn(crow, col, val), dbscan_csr(crow, col, val, 0.2, 3) + 1)
-
-
-def _parts(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return s.crow_indices().clone(), s.col_indices().clone(), s.values().clone()
 
 
 def test_bad_input() -> None:
@@ -160,35 +128,12 @@ def test_bad_input() -> None:
         dbscan(torch.where(d > 1, float("nan"), d), 0.5, 4)
     with pytest.raises(ValueError, match="dbscan: distances hold negative values"):
         dbscan(-d, 0.5, 4)
-    crow, col, val = _parts(to_csr(d, 0.6, True))
-    # The op itself (what torch.ops callers hit) checks too.
-    raw = torch.ops.uvireid_ext.dbscan
-    with pytest.raises(RuntimeError, match="dbscan: expected eps > 0, got -0.5"):
-        raw(crow, col, val, -0.5, 4)
-    with pytest.raises(RuntimeError, match="dbscan: expected min_samples >= 1, got 0"):
-        raw(crow, col, val, 0.5, 0)
-    with pytest.raises(RuntimeError, match="dbscan: expected col and val of the same length"):
-        raw(crow, col, val[:-1], 0.5, 4)
-    with pytest.raises(RuntimeError, match="dbscan: expected crow\\[N\\] == nnz"):
-        raw(crow[:-1], col, val, 0.5, 4)
-    with pytest.raises(RuntimeError, match="dbscan: expected col of dtype int64, got int32"):
-        raw(crow, col.int(), val, 0.5, 4)
-    with pytest.raises(RuntimeError, match="dbscan: col holds a column index outside"):
-        raw(crow, torch.where(col == 0, 99, col), val, 0.5, 4)
-    with pytest.raises(RuntimeError, match="dbscan: val holds NaN"):
-        raw(crow, col, torch.full_like(val, float("nan")), 0.5, 4)
-    with pytest.raises(RuntimeError, match="dbscan: val holds negative"):
-        raw(crow, col, -val - 1, 0.5, 4)
-    if col.numel() >= 2 and int(crow[1]) >= 2:
-        dup = col.clone()
-        dup[1] = dup[0]
-        with pytest.raises(RuntimeError, match="dbscan: row 0 holds column"):
-            raw(crow, dup, val, 0.5, 4)
+    # the op's own errors are in op_samples.ERROR_SAMPLES
 
 
 def test_jaccard_graph_matches_sklearn() -> None:
     # A realistic graph: the classic Jaccard distance of synthetic identities (eps 0.6 as on SYSU).
-    from bench.baselines.classic_jaccard import classic_jaccard
+    from uvireid_ext.reference.classic_jaccard import classic_jaccard
 
     g = torch.Generator().manual_seed(3)
     protos = torch.nn.functional.normalize(torch.randn(15, 64, generator=g), dim=1)
@@ -201,14 +146,3 @@ def test_jaccard_graph_matches_sklearn() -> None:
         check_against_sklearn(d, labels, eps, 4)
         assert int(labels.max()) >= 5
 
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_long_density_chain_is_one_cluster(device):
-    # points 0..n-1 on a line, each within eps of its neighbours: the union-find tree is a long path
-    # (the worst case for the final compression pass); all points form one cluster
-    n = 2000
-    x = torch.arange(n, dtype=torch.float64)[:, None]
-    d = (x - x.T).abs()
-    d = torch.where(d <= 1.0, d, torch.zeros_like(d)).to_sparse_csr()
-    labels = dbscan(d.to(device), eps=1.0, min_samples=3)
-    assert labels.cpu().tolist() == [0] * n

@@ -10,44 +10,25 @@
 
 #include "common/memory_args.h"
 #include "common/registration.h"
+#include "cpu/lane_sum.h"
 
 namespace uvireid {
 namespace {
 
 constexpr double kNormEps = 1e-12;  // as F.normalize: a zero row stays zero instead of NaN
 
-// Reductions keep kLanes independent double partial sums: a single accumulator is one long
-// dependency chain (latency-bound, no SIMD), and the fixed lane split keeps results deterministic.
-constexpr int64_t kLanes = 8;
-
-inline double fold(const double* lanes) {
-  double s = 0.0;
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
-}
-
 // c = m*c + (1-m)*x in T (as torch's per-sample loop does), then c *= T(1/max(|c|, eps)) with the
-// squared norm summed in double (as the CUDA kernel), in independent lanes to keep the loop fast.
+// squared norm summed in double (as the CUDA kernel).
 template <typename T>
 void momentum_step(T* c, const T* x, int64_t D, double m) {
   const T mt = static_cast<T>(m), mx = static_cast<T>(1.0 - m);
-  double lanes[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= D; d += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      T v = mt * c[d + l] + mx * x[d + l];
-      c[d + l] = v;
-      lanes[l] += static_cast<double>(v) * static_cast<double>(v);
-    }
-  for (; d < D; ++d) {
-    T v = mt * c[d] + mx * x[d];
+  const double sq = lane_sum<double>(D, [&](int64_t d) {
+    const T v = mt * c[d] + mx * x[d];
     c[d] = v;
-    lanes[0] += static_cast<double>(v) * static_cast<double>(v);
-  }
-  double sq = 0.0;
-  for (int64_t l = 0; l < kLanes; ++l) sq += lanes[l];
+    return static_cast<double>(v) * static_cast<double>(v);
+  });
   const T inv = static_cast<T>(1.0 / std::max(std::sqrt(sq), kNormEps));
-  for (d = 0; d < D; ++d) c[d] *= inv;
+  for (int64_t d = 0; d < D; ++d) c[d] *= inv;
 }
 
 // The member whose cosine to c is lowest; ties keep the earliest sample.
@@ -57,18 +38,9 @@ int64_t hardest_member(const T* c, const T* x, int64_t D, const int64_t* members
   double best_cos = std::numeric_limits<double>::infinity();
   for (int64_t k = 0; k < count; ++k) {
     const T* xb = x + members[k] * D;
-    double dot[kLanes] = {}, sq[kLanes] = {};
-    int64_t d = 0;
-    for (; d + kLanes <= D; d += kLanes)
-      for (int64_t l = 0; l < kLanes; ++l) {
-        dot[l] += static_cast<double>(xb[d + l]) * c[d + l];
-        sq[l] += static_cast<double>(xb[d + l]) * xb[d + l];
-      }
-    for (; d < D; ++d) {
-      dot[0] += static_cast<double>(xb[d]) * c[d];
-      sq[0] += static_cast<double>(xb[d]) * xb[d];
-    }
-    const double cosv = fold(dot) / std::max(std::sqrt(fold(sq)), kNormEps);
+    const double dot = lane_sum<double>(D, [&](int64_t d) { return static_cast<double>(xb[d]) * c[d]; });
+    const double sq = lane_sum<double>(D, [&](int64_t d) { return static_cast<double>(xb[d]) * xb[d]; });
+    const double cosv = dot / std::max(std::sqrt(sq), kNormEps);
     if (cosv < best_cos) {
       best_cos = cosv;
       best = members[k];
@@ -105,7 +77,7 @@ void memory_update_cpu(Tensor memory, Tensor features, Tensor labels, double mom
 }
 
 template <typename T>
-void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelGroups& g, int64_t mode,
+void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelGroups& g, SegmentMode mode,
                          bool normalize) {
   const int64_t S = static_cast<int64_t>(g.offsets.size()) - 1;
   torch::stable::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
@@ -116,12 +88,12 @@ void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelG
       const int64_t lo = g.offsets[s], hi = g.offsets[s + 1];
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t i = g.members[k];
-        const double wi = mode == 0 ? 1.0 : static_cast<double>(w[i]);
+        const double wi = mode == kSegmentMean ? 1.0 : static_cast<double>(w[i]);
         wsum += wi;
         for (int64_t d = 0; d < D; ++d) acc[d] += wi * x[i * D + d];
       }
       // mean and sum/count divide by the count; the weighted mean by the weight sum. Empty -> 0.
-      const double denom = mode == 1 ? wsum : static_cast<double>(hi - lo);
+      const double denom = mode == kSegmentWeightedMean ? wsum : static_cast<double>(hi - lo);
       const double scale = denom != 0.0 ? 1.0 / denom : 0.0;
       double sq = 0.0;
       for (int64_t d = 0; d < D; ++d) {
@@ -135,8 +107,8 @@ void segment_reduce_rows(const T* x, const T* w, T* out, int64_t D, const LabelG
 }
 
 Tensor segment_reduce_cpu(Tensor x, Tensor segments, std::optional<Tensor> weights, int64_t num_segments,
-                          int64_t mode, bool normalize) {
-  LabelGroups g = check_segment_reduce(x, segments, weights, num_segments, mode);
+                          std::string mode, bool normalize) {
+  const SegmentReduceArgs args = check_segment_reduce(x, segments, weights, num_segments, mode);
   const int64_t D = x.size(1);
   Tensor out = torch::stable::new_zeros(x, {num_segments, D});
   if (num_segments == 0 || D == 0) return out;
@@ -145,7 +117,7 @@ Tensor segment_reduce_cpu(Tensor x, Tensor segments, std::optional<Tensor> weigh
   if (weights.has_value()) wc = torch::stable::contiguous(*weights);
   THO_DISPATCH_V2(x.scalar_type(), "segment_reduce", AT_WRAP([&] {
     segment_reduce_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), wc ? wc->const_data_ptr<scalar_t>() : nullptr,
-                                  out.mutable_data_ptr<scalar_t>(), D, g, mode, normalize);
+                                  out.mutable_data_ptr<scalar_t>(), D, args.groups, args.mode, normalize);
   }), AT_FLOATING_TYPES);
   return out;
 }

@@ -1,39 +1,13 @@
-"""segmented_kmeans op: agrees with the reference, is a k-means fixed point, deterministic in the
-seed, handles small/empty clusters and noise as documented, rejects bad input."""
+"""segmented_kmeans beyond the sample registry (test_ops_registry.py): a k-means fixed point,
+deterministic in the seed, small clusters as documented, the wrapper's checks, torch.compile."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from common import DEVICES
+from op_samples import blobs
 
-from uvireid_ext import reference
 from uvireid_ext.ops.cluster import segmented_kmeans
-
-
-def blobs(num_clusters: int, per: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    sizes = torch.randint(1, per * 2, (num_clusters,), generator=g)
-    labels = torch.repeat_interleave(torch.arange(num_clusters), sizes)
-    labels = labels[torch.randperm(labels.numel(), generator=g)]  # members interleaved in index order
-    x = torch.randn(labels.numel(), dim, generator=g)
-    x = torch.nn.functional.normalize(x, dim=1)
-    noise = torch.rand(labels.numel(), generator=g) < 0.1
-    return x, torch.where(noise, -1, labels)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_reference(device: str, seed: int) -> None:
-    x, labels = blobs(12, 10, 16, seed)
-    centers, assign = segmented_kmeans(x.to(device), labels.to(device), 4, num_clusters=13, seed=seed)
-    assert centers.shape == (13, 4, 16) and assign.shape == labels.shape
-    rc, ra = reference.segmented_kmeans(x, labels, 13, 4, 300, 1e-6, seed)
-    torch.testing.assert_close(centers.cpu(), rc, atol=1e-5, rtol=1e-5)
-    assert torch.equal(assign.cpu(), ra)
-    # Noise keeps -1; cluster 12 has no member: zero centres.
-    assert torch.equal(assign.cpu() < 0, labels < 0)
-    assert torch.count_nonzero(centers[12]) == 0
 
 
 def test_fixed_point_and_small_clusters() -> None:
@@ -76,14 +50,9 @@ def test_iteration_cap_and_duplicates() -> None:
     assert torch.equal(centers, torch.ones(1, 4, 3)) and (assign == 0).all()
 
 
-def test_empty_and_opcheck_compile() -> None:
-    centers, assign = segmented_kmeans(
-        torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64), 4, num_clusters=0
-    )
-    assert centers.shape == (0, 4, 5) and assign.shape == (0,)
+def test_compile() -> None:
     x, labels = blobs(5, 6, 4, 0)
     args = (x, labels, int(labels.max()) + 1, 3, 50, 1e-6, 0)
-    torch.library.opcheck(torch.ops.uvireid_ext.segmented_kmeans.default, args)
     fn = torch.compile(
         lambda a, b: segmented_kmeans(a, b, 3, num_clusters=args[2], max_iter=50)[0] * 2, fullgraph=True
     )
@@ -98,16 +67,3 @@ def test_bad_input() -> None:
         segmented_kmeans(x[0], labels)
     with pytest.raises(ValueError, match="segmented_kmeans: expected n >= 1, got 0"):
         segmented_kmeans(x, labels, 0)
-    raw = torch.ops.uvireid_ext.segmented_kmeans
-    with pytest.raises(
-        RuntimeError, match=r"segmented_kmeans: labels must lie in \[-1, num_clusters\) = \[-1, 2\)"
-    ):
-        raw(x, labels, 2, 4, 10, 1e-6, 0)
-    with pytest.raises(RuntimeError, match="segmented_kmeans: expected x of dtype float32, got float64"):
-        raw(x.double(), labels, 3, 4, 10, 1e-6, 0)
-    with pytest.raises(RuntimeError, match="segmented_kmeans: expected labels.size\\(0\\) == "):
-        raw(x, labels[1:], 3, 4, 10, 1e-6, 0)
-    with pytest.raises(RuntimeError, match="segmented_kmeans: expected max_iter >= 0, got -1"):
-        raw(x, labels, 3, 4, -1, 1e-6, 0)
-    with pytest.raises(RuntimeError, match="segmented_kmeans: expected tol >= 0"):
-        raw(x, labels, 3, 4, 10, -1.0, 0)

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/csr.h"
 #include "common/registration.h"
 #include "kernels/cluster.cuh"
 
@@ -19,47 +20,20 @@ namespace uvireid {
 
 void check_dbscan_args(const Tensor& crow, const Tensor& col, const Tensor& val, double eps, int64_t min_samples) {
   constexpr const char* op = "dbscan";
-  check_dim(op, "crow", crow, 1);
-  check_dim(op, "col", col, 1);
-  check_dim(op, "val", val, 1);
-  check_dtype(op, "crow", crow, ScalarType::Long);
-  check_dtype(op, "col", col, ScalarType::Long);
-  STD_TORCH_CHECK(val.scalar_type() == ScalarType::Float || val.scalar_type() == ScalarType::Double, op,
-                  ": expected val of dtype float32 or float64, got ", dtype_name(val.scalar_type()));
-  check_same_device(op, "col", col, "crow", crow);
-  check_same_device(op, "val", val, "crow", crow);
-  check_contiguous(op, "crow", crow);
-  check_contiguous(op, "col", col);
-  check_contiguous(op, "val", val);
-  STD_TORCH_CHECK(crow.numel() >= 1, op, ": expected crow of length N+1 >= 1, got length 0");
-  STD_TORCH_CHECK(col.numel() == val.numel(), op, ": expected col and val of the same length, got ", col.numel(),
-                  " and ", val.numel());
+  check_csr_shapes(op, crow, col, val, {ScalarType::Float, ScalarType::Double});
   STD_TORCH_CHECK(eps > 0.0, op, ": expected eps > 0, got ", eps);
   STD_TORCH_CHECK(min_samples >= 1, op, ": expected min_samples >= 1, got ", min_samples);
 }
 
-// The structure of CSR distances on the host (the CUDA layer copies crow and col over): offsets from
-// 0 to nnz, never decreasing; columns in [0, N), none twice in a row (it would count j twice).
+// The structure of CSR distances on the host (the CUDA layer copies crow and col over).
 void check_dbscan_structure(const int64_t* crow, const int64_t* col, int64_t n, int64_t nnz) {
-  STD_TORCH_CHECK(crow[0] == 0, "dbscan: expected crow[0] == 0, got ", crow[0]);
-  for (int64_t i = 0; i < n; ++i)
-    STD_TORCH_CHECK(crow[i + 1] >= crow[i], "dbscan: crow must be non-decreasing, got crow[", i + 1,
-                    "] = ", crow[i + 1], " < crow[", i, "] = ", crow[i]);
-  STD_TORCH_CHECK(crow[n] == nnz, "dbscan: expected crow[N] == nnz = ", nnz, ", got ", crow[n]);
-  std::vector<int64_t> stamp(n, -1);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-      const int64_t j = col[k];
-      STD_TORCH_CHECK(j >= 0 && j < n, "dbscan: col holds a column index outside [0, N)");
-      STD_TORCH_CHECK(stamp[j] != i, "dbscan: row ", i, " holds column ", j, " more than once");
-      stamp[j] = i;
-    }
+  check_csr_structure("dbscan", crow, col, n, nnz, /*unique_columns=*/true);
 }
 
 void check_dbscan_flags(int flags) {
-  STD_TORCH_CHECK(!(flags & 1), "dbscan: col holds a column index outside [0, N)");
-  STD_TORCH_CHECK(!(flags & 2), "dbscan: val holds NaN distances");
-  STD_TORCH_CHECK(!(flags & 4), "dbscan: val holds negative distances");
+  STD_TORCH_CHECK(!(flags & cluster::kDbscanBadColumn), "dbscan: col holds a column index outside [0, N)");
+  STD_TORCH_CHECK(!(flags & cluster::kDbscanNanDistance), "dbscan: val holds NaN distances");
+  STD_TORCH_CHECK(!(flags & cluster::kDbscanNegativeDistance), "dbscan: val holds negative distances");
 }
 
 void check_kmeans_args(const Tensor& x, const Tensor& labels, int64_t num_clusters, int64_t n, int64_t max_iter,
@@ -86,6 +60,9 @@ void check_kmeans_flags(int flags, int64_t num_clusters) {
 
 namespace {
 
+using cluster::dbscan_core_edge;
+using cluster::dbscan_nearest_core;
+using cluster::dbscan_neighbour_count;
 using cluster::draw;
 using cluster::draw_unit;
 using cluster::pick_weighted;
@@ -106,21 +83,7 @@ void dbscan_impl(const int64_t* crow, const int64_t* col, const T* val, int64_t 
   // Malformed CSR and bad values are errors, as for scikit-learn's precomputed metric.
   int flags = 0;
   std::vector<uint8_t> core(n);
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t count = 1;  // the point itself (zero diagonal)
-    for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-      const int64_t j = col[k];
-      const T d = val[k];
-      if (j < 0 || j >= n) {
-        flags |= 1;
-        continue;
-      }
-      if (std::isnan(d)) flags |= 2;
-      if (d < T(0)) flags |= 4;
-      if (j != i && d <= eps) ++count;
-    }
-    core[i] = count >= min_samples;
-  }
+  for (int64_t i = 0; i < n; ++i) core[i] = dbscan_neighbour_count(crow, col, val, n, i, eps, flags) >= min_samples;
   check_dbscan_flags(flags);
 
   std::vector<int64_t> parent(n);
@@ -128,9 +91,8 @@ void dbscan_impl(const int64_t* crow, const int64_t* col, const T* val, int64_t 
   for (int64_t i = 0; i < n; ++i) {
     if (!core[i]) continue;
     for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-      const int64_t j = col[k];
-      if (j == i || !(val[k] <= eps) || !core[j]) continue;
-      int64_t a = find_root(parent, i), b = find_root(parent, j);
+      if (!dbscan_core_edge(i, col[k], val[k], eps, core.data())) continue;
+      int64_t a = find_root(parent, i), b = find_root(parent, col[k]);
       if (a != b) parent[std::max(a, b)] = std::min(a, b);
     }
   }
@@ -138,18 +100,8 @@ void dbscan_impl(const int64_t* crow, const int64_t* col, const T* val, int64_t 
     int64_t lab = -1;
     if (core[i]) {
       lab = find_root(parent, i);
-    } else {  // border rule: nearest core neighbour, ties to the lower index
-      int64_t best = -1;
-      T best_d = T(0);
-      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-        const int64_t j = col[k];
-        const T d = val[k];
-        if (j == i || !(d <= eps) || !core[j]) continue;
-        if (best < 0 || d < best_d || (d == best_d && j < best)) {
-          best = j;
-          best_d = d;
-        }
-      }
+    } else {
+      const int64_t best = dbscan_nearest_core(crow, col, val, i, eps, core.data());
       if (best >= 0) lab = find_root(parent, best);
     }
     labels[i] = lab;

@@ -1,4 +1,4 @@
-// CPU kernels for mmd2 and mmd2_backward: parallel over groups; within a group the pooled set
+// CPU kernels for mmd2 and _mmd2_backward: parallel over groups; within a group the pooled set
 // P = X ∪ Y (n + m rows) has its squared distances computed once. Sums over D run in T with
 // fixed lane partials; per-pair kernel terms in double.
 #include <torch/csrc/stable/library.h>
@@ -11,28 +11,20 @@
 
 #include "common/mmd_args.h"
 #include "common/registration.h"
+#include "cpu/lane_sum.h"
 
 namespace uvireid {
 namespace {
 
 constexpr double kMinBandwidth = 1e-12;  // all points equal: keeps exp(-0/b) = 1 instead of NaN
 
-// ‖a − b‖² with kLanes independent partial sums in T (SIMD-friendly, deterministic), folded in double.
-constexpr int64_t kLanes = 8;
-
+// ‖a − b‖² with lane partial sums in T (SIMD-friendly, deterministic), folded in double.
 template <typename T>
 double squared_distance(const T* a, const T* b, int64_t D) {
-  T lanes[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= D; d += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const T t = a[d + l] - b[d + l];
-      lanes[l] += t * t;
-    }
-  for (; d < D; ++d) lanes[0] += (a[d] - b[d]) * (a[d] - b[d]);
-  double s = 0.0;
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
+  return lane_sum<T>(D, [&](int64_t d) {
+    const T t = a[d] - b[d];
+    return t * t;
+  });
 }
 
 template <typename T>
@@ -156,13 +148,13 @@ void mmd2_backward_groups(const T* grad, const T* x, const T* y, int64_t D, cons
 std::tuple<Tensor, Tensor> mmd2_backward_cpu(Tensor grad, Tensor x, Tensor y, Tensor x_groups, Tensor y_groups,
                                              Tensor bandwidths) {
   check_mmd_backward(grad, x, bandwidths, grad.dim() == 1 ? grad.size(0) : -1);
-  MmdGroups g = check_mmd_inputs("mmd2_backward", x, y, x_groups, y_groups, grad.size(0));
+  MmdGroups g = check_mmd_inputs("_mmd2_backward", x, y, x_groups, y_groups, grad.size(0));
   Tensor gx = torch::stable::new_zeros(x, {x.size(0), x.size(1)});
   Tensor gy = torch::stable::new_zeros(y, {y.size(0), y.size(1)});
   if (grad.size(0) == 0 || x.size(1) == 0) return {gx, gy};
   Tensor xc = torch::stable::contiguous(x), yc = torch::stable::contiguous(y);
   Tensor gc = torch::stable::contiguous(grad), bc = torch::stable::contiguous(bandwidths);
-  THO_DISPATCH_V2(x.scalar_type(), "mmd2_backward", AT_WRAP([&] {
+  THO_DISPATCH_V2(x.scalar_type(), "_mmd2_backward", AT_WRAP([&] {
     mmd2_backward_groups<scalar_t>(gc.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(),
                                    yc.const_data_ptr<scalar_t>(), x.size(1), g, bc.const_data_ptr<scalar_t>(),
                                    bandwidths.size(1), gx.mutable_data_ptr<scalar_t>(), gy.mutable_data_ptr<scalar_t>());
@@ -175,5 +167,5 @@ std::tuple<Tensor, Tensor> mmd2_backward_cpu(Tensor grad, Tensor x, Tensor y, Te
 
 UVIREID_CPU_LIBRARY_IMPL(m) {
   m.impl("mmd2", TORCH_BOX(&uvireid::mmd2_cpu));
-  m.impl("mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cpu));
+  m.impl("_mmd2_backward", TORCH_BOX(&uvireid::mmd2_backward_cpu));
 }

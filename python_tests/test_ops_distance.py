@@ -1,0 +1,202 @@
+"""uvireid_ext.ops.distance beyond the sample registry (test_ops_registry.py): the wrappers' checks,
+matmul precision, jaccard_distance against the classic NumPy port (uvireid_ext.reference), torch.compile,
+CPU vs CUDA."""
+
+import numpy as np
+import pytest
+import torch
+from common import DEVICES, EMULATED, NEEDS_DEVICE
+from op_samples import clustered, csr_pairs, near_duplicates, with_duplicates
+
+import uvireid_ext as U
+from uvireid_ext import reference as R
+from uvireid_ext.ops import op
+from uvireid_ext.reference.classic_jaccard import classic_jaccard
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
+
+# ------------------------------------------------------------------------------------------- knn
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_knn_exact_under_reduced_matmul_precision(device, precision):
+    """The bf16 tier multiplies bf16 values, which TF32 and bf16 matmul modes represent exactly, so
+    torch's float32 matmul precision setting cannot change the result."""
+    x = torch.cat([clustered(300, 512, 10, noise=0.3), near_duplicates(60, 512)])
+    ridx, _ = R.knn(x, 20)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        idx, _ = U.knn(x.to(device), 20)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert torch.equal(idx.cpu(), ridx)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_bad_input(device):
+    # the op's own errors are in op_samples.ERROR_SAMPLES; these are the wrapper's
+    x = clustered(10, 4, 2).to(device)
+    x[4, 1] = float("nan")
+    with pytest.raises(ValueError, match="knn: features row 4 is not finite"):
+        U.knn(x, 2)
+    with pytest.raises(TypeError, match="knn: expected floating point features, got torch.int64"):
+        U.knn(torch.ones(3, 2, dtype=torch.int64, device=device), 1)
+    with pytest.raises(ValueError, match="knn: candidates must be 'bf16' or 'fp64', got 'tf32'"):
+        U.knn(x, 2, candidates="tf32")
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+
+def test_half_round_even():
+    assert [R.half_round_even(k) for k in (30, 40, 38, 5, 7, 1)] == [15, 20, 19, 2, 4, 0]
+
+
+# --------------------------------------------------------------------------- query expansion
+
+
+def test_expansion_cap_keeps_rank_order():
+    rank = torch.tensor([[0, 1, 2, 3, 4, 5]] * 6)
+    camera = torch.tensor([0, 0, 0, 1, 1, 0])
+    groups = R.expansion_groups(rank, torch.zeros(6, dtype=torch.long), camera, 6, 2)
+    assert groups[0] == {(0, 0): [0, 1], (0, 1): [3, 4]}
+
+
+# ----------------------------------------------------------------------------------- jaccard
+
+
+@pytest.mark.cuda
+@NEEDS_DEVICE
+def test_mixed_devices_are_named():
+    x = clustered(20, 4, 2)
+    rank, _ = U.knn(x, 5)
+    with pytest.raises(RuntimeError, match="k_reciprocal_encode: expected rank on the same device as features"):
+        op("k_reciprocal_encode")(x.cuda(), rank, None, 3)
+    with pytest.raises(ValueError, match="jaccard_distance: modality is on cpu but features are on cuda"):
+        U.jaccard_distance(x.cuda(), 5, 2, modality=torch.zeros(20, dtype=torch.long), expansion="modality")
+
+
+# ------------------------------------------------------------------------ jaccard_distance
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jaccard_distance_matches_classic_port(device):
+    """The contract of the distance-ops issue: N=2000, D=2048, k1=30, k2=6, to 1e-5 (N=400, D=256 for
+    the emulated CUDA twin, which runs about 10^7 thread steps a second)."""
+    n, dim = (400, 256) if EMULATED else (2000, 2048)
+    x = clustered(n, dim, n // 20, noise=0.8)
+    ours = U.jaccard_distance(x.to(device), 30, 6).cpu().numpy()
+    classic = classic_jaccard(x.numpy(), 30, 6)
+    np.testing.assert_allclose(ours, classic, rtol=0, atol=1e-5)
+
+
+def test_jaccard_distance_modality_matches_classic_port():
+    x = clustered(400, 64, 20)
+    modality = torch.randint(0, 2, (400,))
+    ours = U.jaccard_distance(x, 40, 32, modality=modality, expansion="modality").numpy()
+    classic = classic_jaccard(x.numpy(), 40, 32, modality=modality.numpy())
+    np.testing.assert_allclose(ours, classic, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jaccard_distance_emcc_matches_reference(device):
+    x = clustered(150, 16, 6)
+    modality = torch.randint(0, 2, (150,))
+    camera = torch.randint(0, 3, (150,)) + 3 * modality
+    d = U.jaccard_distance(x.to(device), 20, 3, modality=modality.to(device), camera=camera.to(device),
+                           expansion="emcc", k3=30)
+    rank, _ = R.knn(x, 30)
+    v = R.query_expansion(R.k_reciprocal_encode(x, rank, 20), rank, modality, camera, 30, 3)
+    torch.testing.assert_close(d.cpu().double(), R.jaccard_dense(v), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jaccard_distance_sparse_agrees_with_dense(device):
+    x = with_duplicates(clustered(300, 32, 10)).to(device)
+    d = U.jaccard_distance(x, 20, 6).cpu()
+    s = U.jaccard_distance(x, 20, 6, max_distance=0.6)
+    assert s.layout == torch.sparse_csr and s.shape == (300, 300)
+    pairs = csr_pairs(s.crow_indices(), s.col_indices(), s.values())
+    assert set(pairs) == {(i, j) for i, j in torch.nonzero(d <= 0.6).tolist()}
+    assert all(d[i, j].item() == val for (i, j), val in pairs.items())
+
+
+def test_jaccard_distance_deterministic_with_duplicates():
+    x = with_duplicates(clustered(200, 16, 6))
+    a = U.jaccard_distance(x, 20, 6)
+    b = U.jaccard_distance(x, 20, 6)
+    assert torch.equal(a, b)
+    assert torch.equal(a[5], a[7]) and torch.equal(a[20], a[3])  # identical rows, identical distances
+
+
+def test_jaccard_distance_edge_sizes():
+    assert U.jaccard_distance(torch.zeros(0, 8), 30, 6).shape == (0, 0)
+    assert U.jaccard_distance(torch.zeros(0, 8), 30, 6, max_distance=0.5).shape == (0, 0)
+    # N=1 through the ops (jaccard_distance needs k1 < N)
+    x = torch.ones(1, 4)
+    rank, _ = U.knn(x, 1)
+    d = U.jaccard(U.query_expansion(U.k_reciprocal_encode(x, rank, 1), rank, 1))
+    assert d.tolist() == [[0.0]]
+
+
+def test_jaccard_distance_bad_input():
+    x = clustered(20, 8, 2)
+    with pytest.raises(ValueError, match="jaccard_distance: k1 = 20 must be smaller than the number of samples N = 20"):
+        U.jaccard_distance(x, 20, 6)
+    cam = torch.zeros(20, dtype=torch.long)
+    with pytest.raises(ValueError, match="jaccard_distance: k3 = 25 must be smaller than the number of samples N = 20"):
+        U.jaccard_distance(x, 5, 2, camera=cam, expansion="emcc", k3=25)
+    msg = r"jaccard_distance: modality must be a 1-D tensor of length N = 20, got \(19,\)"
+    with pytest.raises(ValueError, match=msg):
+        U.jaccard_distance(x, 5, 2, modality=cam[:19], expansion="modality")
+    with pytest.raises(ValueError, match="jaccard_distance: modality is on meta but features are on cpu"):
+        U.jaccard_distance(x, 5, 2, modality=cam.to("meta"), expansion="modality")
+    with pytest.raises(ValueError, match="jaccard_distance: expansion='modality' needs modality ids"):
+        U.jaccard_distance(x, 5, 2, expansion="modality")
+    with pytest.raises(ValueError, match="jaccard_distance: expansion='emcc' needs camera ids"):
+        U.jaccard_distance(x, 5, 2, expansion="emcc")
+    with pytest.raises(ValueError, match="jaccard_distance: expansion must be"):
+        U.jaccard_distance(x, 5, 2, expansion="camera")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"jaccard_distance: expected 2-D features \[N, D\], got shape \(20,\)"):
+        U.jaccard_distance(x[:, 0], 5, 2)
+    with pytest.raises(ValueError, match="jaccard_distance: max_distance must be >= 0, got -0.1"):
+        U.jaccard_distance(x, 5, 2, max_distance=-0.1)
+    x[3] = float("inf")
+    with pytest.raises(ValueError, match="jaccard_distance: features row 3 is not finite"):
+        U.jaccard_distance(x, 5, 2)
+
+
+# ------------------------------------------------------------------ opcheck and torch.compile
+
+
+def test_torch_compile_fullgraph():
+    x = clustered(60, 8, 4)
+
+    def pipeline(x: torch.Tensor) -> torch.Tensor:
+        return U.jaccard_distance(x, 10, 4)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(pipeline, fullgraph=True)
+    assert torch.equal(compiled(x), pipeline(x))
+
+
+# ------------------------------------------------------------------------------- CPU vs CUDA
+
+
+@pytest.mark.cuda
+@NEEDS_DEVICE
+def test_cpu_and_cuda_agree_sparse():
+    x = clustered(3000, 128, 60, noise=0.8)
+    modality = torch.randint(0, 2, (3000,))
+    camera = torch.randint(0, 3, (3000,)) + 3 * modality
+    for kwargs in ({}, {"modality": modality, "expansion": "modality"},
+                   {"modality": modality, "camera": camera, "expansion": "emcc", "k3": 40}):
+        cpu = U.jaccard_distance(x, 30, 6, max_distance=0.6, **kwargs)
+        gpu = U.jaccard_distance(x.cuda(), 30, 6, max_distance=0.6,
+                                 **{k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()})
+        assert torch.equal(cpu.crow_indices(), gpu.crow_indices().cpu())
+        assert torch.equal(cpu.col_indices(), gpu.col_indices().cpu())
+        torch.testing.assert_close(cpu.values(), gpu.values().cpu(), rtol=0, atol=2e-6)
