@@ -72,3 +72,5 @@ def test_every_field_is_a_flag_with_help_and_choices(capsys) -> None:
     with pytest.raises(SystemExit):
         p.parse_args(["--mmlm-method", "random"])
     assert "invalid choice: 'random'" in capsys.readouterr().err
+    text = p.format_help()  # every help line formats (a bare "%" in one breaks --help)
+    assert "50%" in text and "--tsmem-switch" in text

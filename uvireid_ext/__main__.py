@@ -40,6 +40,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     root = next((r for r in roots if (r / "bench").is_dir()), None)
     names = sorted(p.stem[len("bench_"):] for p in (root / "bench").glob("bench_*.py")) if root else []
     if not args.rest or args.rest[0] not in names:
+        if args.rest and args.rest[0] in ("-h", "--help"):
+            print(f"usage: python -m uvireid_ext bench NAME [ARGS...]; NAME from: {', '.join(names) or '(none)'}; "
+                  "`bench NAME --help` for a benchmark's options")
+            return 0
         where = f"available: {', '.join(names)}" if names else "no bench/ folder found: run from a source checkout"
         print(f"usage: python -m uvireid_ext bench NAME [ARGS...]  ({where})", file=sys.stderr)
         return 2
@@ -159,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # bench passes everything after NAME to the script; argparse would take a leading -h itself
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.rest = [*extra, *args.rest]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     return args.fn(args)
 

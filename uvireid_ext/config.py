@@ -387,7 +387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(section)
         for f, t in _fields(section):
             default = f.default if f.default is not MISSING else f.default_factory()
-            text = f"{f.metadata['help']} (default: {default})"
+            text = f"{f.metadata['help']} (default: {default})".replace("%", "%%")  # argparse formats help
             kind, base, optional = _kind(t)
             if kind == "literal":
                 group.add_argument(_flag(f.name), choices=typing.get_args(base), default=None, help=text)
