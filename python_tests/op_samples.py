@@ -408,7 +408,7 @@ def _dbscan_dense(d: torch.Tensor, eps: float, min_samples: int) -> Callable[[st
     return lambda device: (*on(device, *parts(csr_of(d, float("inf")))), eps, min_samples)
 
 
-def _cliques() -> torch.Tensor:
+def cliques() -> torch.Tensor:
     """0 is a border point between core cliques {1..4} and {5..8}; it is nearer to 6."""
     d = torch.full((9, 9), 9.0)
     d.fill_diagonal_(0)
@@ -452,7 +452,7 @@ DBSCAN_SAMPLES = [
       for seed in range(6) for ms in (1, 3, 5) for diag in (True, False)],
     Sample("float64-eps-tie", _dbscan_dense(_TRIANGLE, 0.5, 3), extra=_labels_are([0, 0, 0, -1])),  # d == eps counts
     Sample("float64-below-tie", _dbscan_dense(_TRIANGLE, 0.49, 3), extra=_labels_are([-1, -1, -1, -1])),
-    Sample("border-rule", _dbscan_dense(_cliques(), 0.35, 4), extra=_labels_are([0, 1, 1, 1, 1, 0, 0, 0, 0])),
+    Sample("border-rule", _dbscan_dense(cliques(), 0.35, 4), extra=_labels_are([0, 1, 1, 1, 1, 0, 0, 0, 0])),
     Sample("empty", _dbscan_dense(torch.zeros(0, 0), 0.5, 4)),
     Sample("one-point-core", _dbscan_dense(torch.zeros(1, 1), 0.5, 1), extra=_labels_are([0])),
     Sample("one-point-noise", _dbscan_dense(torch.zeros(1, 1), 0.5, 2), extra=_labels_are([-1])),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from common import DEVICES
+from op_samples import cliques, random_distances
 from op_samples import csr_of as to_csr
 from op_samples import parts as _parts
-from op_samples import random_distances
 from sklearn.cluster import DBSCAN
 
 from uvireid_ext.ops.cluster import dbscan, dbscan_csr
@@ -67,17 +67,7 @@ def test_float64_values_and_eps_tie() -> None:
 
 
 def test_border_rule_and_first_appearance() -> None:
-    # 0 is a border point between core cliques {1..4} and {5..8}; it is nearer to 6.
-    n = 9
-    d = torch.full((n, n), 9.0)
-    d.fill_diagonal_(0)
-    for clique in ([1, 2, 3, 4], [5, 6, 7, 8]):
-        for a in clique:
-            for b in clique:
-                if a != b:
-                    d[a, b] = 0.1
-    d[0, 1] = d[1, 0] = 0.3
-    d[0, 6] = d[6, 0] = 0.2
+    d = cliques()  # 0 is a border point between core cliques {1..4} and {5..8}; it is nearer to 6
     labels = dbscan(d, 0.35, 4)
     # 0 joins 6's cluster, which therefore appears first and gets id 0.
     assert labels.tolist() == [0, 1, 1, 1, 1, 0, 0, 0, 0]
