@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
@@ -12,6 +13,7 @@ import torch
 from uvireid_ext.checkpoint import (
     atomic_save,
     check_resumed_config,
+    extend_schedule,
     labels_from_state,
     labels_state,
     memories_from_state,
@@ -21,7 +23,7 @@ from uvireid_ext.checkpoint import (
     rng_state,
 )
 from uvireid_ext.cluster import Labels
-from uvireid_ext.config import make_config
+from uvireid_ext.config import STAGE_FIELDS, make_config
 from uvireid_ext.memory import ClusterMemory, InstanceMemory
 
 
@@ -33,23 +35,62 @@ class Unpicklable:
 def test_atomic_save_replaces_or_keeps_the_old_file(tmp_path) -> None:
     path = str(tmp_path / "checkpoint.pt")
     atomic_save({"epoch": 1}, path)
-    assert read_checkpoint(path) == {"epoch": 1}
+    assert read_checkpoint(path, keys=()) == {"epoch": 1}
     atomic_save({"epoch": 2}, path)
-    assert read_checkpoint(path) == {"epoch": 2}
+    assert read_checkpoint(path, keys=()) == {"epoch": 2}
     # a save that fails half-way leaves the previous checkpoint whole and no temporary file behind
     with pytest.raises(RuntimeError, match="refuses to be saved"):
         atomic_save({"epoch": 3, "bad": Unpicklable()}, path)
-    assert read_checkpoint(path) == {"epoch": 2}
+    assert read_checkpoint(path, keys=()) == {"epoch": 2}
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
 def test_read_checkpoint_errors_name_the_path(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"train: --resume but no checkpoint at .*nope\.pt"):
+    with pytest.raises(FileNotFoundError, match=r"train: no checkpoint at .*nope\.pt"):
         read_checkpoint(str(tmp_path / "nope.pt"))
-    torn = tmp_path / "torn.pt"
-    torn.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"train: cannot read checkpoint .*torn\.pt"):
-        read_checkpoint(str(torn))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"eval: checkpoint .*empty\.pt is empty"):
+        read_checkpoint(str(tmp_path / "empty.pt"), "eval")
+    good = str(tmp_path / "good.pt")
+    atomic_save({"epoch": 1, "config": {}, "model": {"w": torch.ones(1000)}}, good)
+    (tmp_path / "torn.pt").write_bytes(open(good, "rb").read()[:600])
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4000))
+    for name in ("torn", "noise"):
+        with pytest.raises(ValueError, match=rf"train: cannot read checkpoint .*{name}\.pt: not a complete torch"):
+            read_checkpoint(str(tmp_path / f"{name}.pt"))
+    with pytest.raises(ValueError, match=r"good\.pt is not a uvireid_ext training checkpoint: it lacks \['optimizer'"):
+        read_checkpoint(good)
+    # weights_only: a file that would run code when unpickled is refused, not executed
+    atomic_save({"epoch": 1, "config": {}, "model": {}, "x": Harmless()}, str(tmp_path / "c.pt"))
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*c\.pt"):
+        read_checkpoint(str(tmp_path / "c.pt"), keys=())
+    # numpy's RNG state (in every training checkpoint) loads under weights_only
+    atomic_save({"rng": rng_state(False)}, str(tmp_path / "rng.pt"))
+    restore_rng(read_checkpoint(str(tmp_path / "rng.pt"), keys=("rng",))["rng"], False)
+
+
+class Harmless:
+    pass
+
+
+def test_extend_schedule_keeps_the_stages_of_the_first_run() -> None:
+    saved = make_config("ecul", 4)
+    saved_dict = dataclasses.asdict(saved)
+    longer = make_config("ecul", 10)
+    assert longer.recipe.joint_start != saved.recipe.joint_start  # "50%" of another total
+    cfg, kept = extend_schedule(longer, saved_dict, 4, "ck.pt")
+    assert cfg.optim.epochs == 10 and cfg.recipe.joint_start == saved.recipe.joint_start
+    assert any(k.startswith("recipe.joint_start=") for k in kept)
+    check_resumed_config(cfg, saved_dict, "ck.pt")  # the rest is unchanged, so it resumes
+    assert extend_schedule(saved, saved_dict, 2, "ck.pt") == (saved, [])
+    with pytest.raises(ValueError, match=r"epochs=3, but the checkpoint ck\.pt has already trained 4 epochs"):
+        extend_schedule(make_config("ecul", 3), saved_dict, 4, "ck.pt")
+
+
+def test_stage_fields_are_the_stage_typed_fields() -> None:
+    from uvireid_ext.config import _fields, _kind
+
+    assert set(STAGE_FIELDS) == {f.name for f, t in _fields("recipe") if _kind(t)[0] == "stage"}
 
 
 def test_resume_refuses_changed_fields_and_allows_resumable_ones() -> None:
@@ -80,7 +121,7 @@ def test_labels_memories_and_rng_round_trip(tmp_path) -> None:
                                 "visible_instance": InstanceMemory(feats, labels.intra, 0.05)})
     path = str(tmp_path / "m.pt")
     atomic_save(memories_state(mems), path)
-    restored = memories_from_state(read_checkpoint(path), 0.05, torch.device("cpu"))
+    restored = memories_from_state(read_checkpoint(path, keys=("memories",)), 0.05, torch.device("cpu"))
     assert {k: type(v) for k, v in restored.items()} == {k: type(v) for k, v in mems.items()}
     for k in mems:
         for (name, a), (_, b) in zip(mems[k].state_dict().items(), restored[k].state_dict().items(), strict=True):

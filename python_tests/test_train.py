@@ -107,6 +107,63 @@ def test_resume_is_exact(data, tmp_path) -> None:
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["ari"] == lb[1]["ari"]
 
 
+def test_resume_with_more_epochs_continues_the_schedule(data, tmp_path) -> None:
+    # the extended run keeps the stage epochs of its first 1-epoch run, so it equals a straight 2-epoch
+    # run with those stages
+    first = small_config("ecul", str(tmp_path / "b"), epochs=1)
+    stages = {k: getattr(first.recipe, k) for k in ("joint_start", "cma_start", "tsmem_switch")}
+    full = Trainer(small_config("ecul", str(tmp_path / "a"), epochs=2, **stages), *data)
+    full.fit()
+    Trainer(first, *data).fit()
+    longer = small_config("ecul", str(tmp_path / "b"), epochs=2)
+    assert longer.recipe.joint_start != first.recipe.joint_start  # "50%" of 2 epochs is another epoch
+    longer.run.resume = True
+    resumed = Trainer(longer, *data)
+    assert resumed.epoch == 1 and resumed.cfg.recipe.joint_start == first.recipe.joint_start
+    resumed.fit()
+    a, b = full.state(), resumed.state()
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["scheduler"] == b["scheduler"] and b["epoch"] == 2
+    shorter = small_config("ecul", str(tmp_path / "b"), epochs=1)
+    shorter.run.resume = True
+    with pytest.raises(ValueError, match="epochs=1, but the checkpoint .* has already trained 2 epochs"):
+        Trainer(shorter, *data)
+
+
+def test_cheap_errors_come_before_the_data_loads(tmp_path) -> None:
+    # the data root does not exist: each error below must be raised before the loader would say so
+    absent = str(tmp_path / "no_data")
+    cfg = small_config("baseline", str(tmp_path / "o"), absent)
+    cfg.run.device = "cuda:0" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match="train: device 'cuda:.*' requested but"):
+        Trainer(cfg)
+    cfg = small_config("baseline", str(tmp_path / "o"), absent)
+    cfg.model.weights = str(tmp_path / "absent.pth")
+    with pytest.raises(FileNotFoundError, match="weight file not found"):
+        Trainer(cfg)
+    cfg = small_config("baseline", str(tmp_path / "o"), absent)
+    cfg.run.resume = True
+    with pytest.raises(FileNotFoundError, match="--resume but no checkpoint at"):
+        Trainer(cfg)
+    cfg = small_config("baseline", str(tmp_path / "o"), absent)
+    cfg.model.arch = "resnet50"
+    with pytest.warns(UserWarning, match="ResNet-50 without --weights starts from random initialisation"):
+        with pytest.raises(FileNotFoundError, match="data root not found"):
+            Trainer(cfg)
+
+
+def test_cli_eval_of_bad_checkpoints_names_the_file(tmp_path, capsys) -> None:
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(1).bytes(5000))
+    torch.save({"weights": torch.ones(3)}, tmp_path / "foreign.pt")
+    for name, why in (("empty", "is empty"), ("noise", "cannot read checkpoint"),
+                      ("foreign", "is not a uvireid_ext training checkpoint"), ("absent", "no checkpoint at")):
+        assert cli(["eval", "--checkpoint", str(tmp_path / f"{name}.pt"), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: eval: ") and why in err and f"{name}.pt" in err, err
+
+
 @pytest.mark.parametrize(("section", "field", "value", "message"), [
     ("optim", "instances", 0, "optim.instances must be >= 1, got 0"),
     ("optim", "lr", 0.0, "optim.lr must be > 0, got 0.0"),
@@ -218,7 +275,7 @@ def test_cli_errors_and_config_precedence(root, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli(["train", "--recipe", "nope", "--data-root", root])
     assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
-    assert cli(["train", "--recipe", "mmm", "--data-root", str(tmp_path / "gone"), "--device", "cpu",
+    assert cli(["train", "--recipe", "mmm", "--data-root", str(tmp_path / "gone"), "--device", "cpu", "--arch", "small",
                 "--output", str(tmp_path / "o")]) == 2
     assert "data root not found" in capsys.readouterr().err
     cfg_file = tmp_path / "c.json"
@@ -250,7 +307,7 @@ def test_cli_train_then_eval(root, tmp_path, capsys) -> None:
     assert sys.modules.get("uvireid_ext.train") is not None
 
 
-def test_regdb_one_epoch(tmp_path) -> None:
+def test_regdb_one_epoch(tmp_path, capsys) -> None:
     from uvireid_ext.data.synthetic import make_regdb
 
     root = str(tmp_path / "regdb")
@@ -262,3 +319,10 @@ def test_regdb_one_epoch(tmp_path) -> None:
     assert len(trainer.train_set) == 2 * 6 * 10 and bool((trainer.train_set.camera == 0).all())
     (rec,) = trainer.fit()
     assert rec["eval"]["R1"] >= 0 and "infrared" in rec["ari"]
+    ck = os.path.join(tmp_path, "run", "checkpoint.pt")
+    assert cli(["eval", "--checkpoint", ck, "--device", "cpu", "--direction", "t2v"]) == 0
+    assert "regdb trial 1 t2v" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match=r"--trial 2 differs from the trial this checkpoint was trained on \(1\)"):
+        assert cli(["eval", "--checkpoint", ck, "--device", "cpu", "--trial", "2"]) == 0
+    assert cli(["eval", "--checkpoint", ck, "--device", "cpu", "--mode", "indoor"]) == 2
+    assert "--mode indoor is a SYSU-MM01 setting" in capsys.readouterr().err

@@ -89,22 +89,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
+    import time
+    import warnings
 
+    from .distributed import resolve_device
     from .train import extract_features, load_eval_set, load_model, run_protocol
 
     try:
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(auto if args.device == "auto" else args.device)
+        device = resolve_device(args.device, "eval")
         model, cfg = load_model(args.checkpoint, str(device))
         d = cfg.data
+        if d.dataset == "sysu" and args.direction not in (None, "t2v"):
+            raise ValueError(f"eval: --direction {args.direction} is not a SYSU-MM01 protocol (infrared → visible, "
+                             "t2v, only)")
+        if d.dataset == "regdb" and args.mode is not None:
+            raise ValueError(f"eval: --mode {args.mode} is a SYSU-MM01 setting; this checkpoint is a RegDB run")
+        trial = args.trial or d.trial
+        if d.dataset == "regdb" and trial != d.trial:
+            warnings.warn(f"eval: --trial {trial} differs from the trial this checkpoint was trained on ({d.trial}): "
+                          "its test identities overlap that trial's training identities", stacklevel=1)
         root = args.data_root or d.data_root
-        es = load_eval_set(d.dataset, root, d.height, d.width, mode=args.mode or d.eval_mode,
-                           trials=args.trials, trial=args.trial or d.trial)
+        t = time.perf_counter()
+        print(f"eval: loading the {d.dataset} test set from {root} at {d.height}×{d.width} ...", flush=True)
+        es = load_eval_set(d.dataset, root, d.height, d.width, mode=args.mode or d.eval_mode, trials=args.trials,
+                           trial=trial, direction=args.direction)
+        print(f"eval: {len(es.q_pid)} queries, {len(es.galleries)} gallery trial(s) in {time.perf_counter() - t:.1f} s",
+              flush=True)
         res = run_protocol(es, lambda x, ir: extract_features(model, x, ir, device=device, batch=args.batch,
                                                               flip=d.test_flip)).summary()
     except (ValueError, FileNotFoundError, OSError) as e:
         return _fail(e)
-    print(f"{d.dataset} ({args.checkpoint}): R1 {100 * res['R1']:.2f}  R5 {100 * res['R5']:.2f}  "
+    what = d.dataset if d.dataset == "sysu" else f"regdb trial {trial} {args.direction or 'v2t'}"
+    print(f"{what} ({args.checkpoint}): R1 {100 * res['R1']:.2f}  R5 {100 * res['R5']:.2f}  "
           f"R10 {100 * res['R10']:.2f}  mAP {100 * res['mAP']:.2f}  mINP {100 * res['mINP']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
@@ -145,11 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint with the SYSU-MM01 / RegDB protocol")
     p.add_argument("--checkpoint", required=True, help="<output>/checkpoint.pt of a training run")
     p.add_argument("--data-root", default=None, help="default: the run's data root")
-    p.add_argument("--mode", default=None, help="SYSU: all | indoor (default: the run's)")
-    p.add_argument("--trials", type=int, default=10, help="SYSU gallery trials")
-    p.add_argument("--trial", type=int, default=None, help="RegDB split (default: the run's)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--mode", default=None, choices=["all", "indoor"],
+                   help="SYSU-MM01 search mode (default: the run's)")
+    p.add_argument("--trials", type=int, default=10, help="SYSU-MM01 gallery trials (default: 10)")
+    p.add_argument("--trial", type=int, default=None, help="RegDB split 1-10 (default: the one the run trained on)")
+    p.add_argument("--direction", default=None, choices=["v2t", "t2v"],
+                   help="RegDB query → gallery: visible → thermal (v2t, default) or thermal → visible (t2v); "
+                   "SYSU-MM01 is t2v only")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch", type=int, default=256, help="images per extraction batch (default: 256)")
     p.add_argument("--json", default=None, help="also write the metrics (and CMC) to this JSON file")
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("demo", help="train and evaluate every recipe on a synthetic SYSU-shaped set (CPU)",

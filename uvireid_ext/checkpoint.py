@@ -11,19 +11,21 @@ import numpy as np
 import torch
 
 from .cluster import Labels
-from .config import RESUMABLE_CHANGES, Config, config_from_dict
+from .config import RESUMABLE_CHANGES, STAGE_FIELDS, Config, config_from_dict
 from .memory import memory_from_state
 from .model import TwoStreamNet, build_model
 
 __all__ = [
     "atomic_save",
     "check_resumed_config",
+    "extend_schedule",
     "labels_from_state",
     "labels_state",
     "load_model",
     "memories_from_state",
     "memories_state",
     "read_checkpoint",
+    "saved_config",
     "restore_rng",
     "rng_state",
 ]
@@ -44,14 +46,42 @@ def atomic_save(obj: object, path: str) -> None:
             os.remove(tmp)
 
 
-def read_checkpoint(path: str, what: str = "train: --resume but") -> dict:
+# numpy's RNG state is an array: the only non-tensor type a checkpoint holds, allowed by name so that
+# every load can use weights_only=True (no arbitrary code from a foreign file)
+_NUMPY_STATE = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+RESUME_KEYS = ("epoch", "config", "model", "optimizer", "scheduler", "memories", "memory_kinds", "fixed_labels",
+               "rng")
+
+
+def read_checkpoint(path: str, who: str = "train", keys: tuple[str, ...] = RESUME_KEYS) -> dict:
+    """The state saved at ``path`` (on the CPU), loaded with ``weights_only=True``. A missing, empty,
+    truncated or foreign file raises one error naming ``who`` and the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} no checkpoint at {path}")
+        raise FileNotFoundError(f"{who}: no checkpoint at {path}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{who}: checkpoint {path} is empty (0 bytes)")
     try:
         # on the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_NUMPY_STATE):
+            st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"train: cannot read checkpoint {path}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{who}: cannot read checkpoint {path}: not a complete torch file written by "
+                         f"uvireid_ext ({type(e).__name__}: {first})") from e
+    missing = [k for k in keys if not isinstance(st, dict) or k not in st]
+    if missing:
+        what = f"a {type(st).__name__}" if not isinstance(st, dict) else f"keys {sorted(st)[:6]}"
+        raise ValueError(f"{who}: {path} is not a uvireid_ext training checkpoint: it lacks {missing} "
+                         f"(it holds {what})")
+    return st
+
+
+def saved_config(st: dict, path: str, who: str = "train") -> Config:
+    """The configuration a checkpoint was written with; a file from an incompatible version raises."""
+    try:
+        return config_from_dict(st["config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{who}: {path} was written with a configuration this version cannot read ({e})") from e
 
 
 def check_resumed_config(cfg: Config, saved: dict, path: str) -> None:
@@ -64,6 +94,26 @@ def check_resumed_config(cfg: Config, saved: dict, path: str) -> None:
     if changed:
         raise ValueError(f"train: --resume with a configuration that differs from the checkpoint's ({path}): "
                          + "; ".join(changed))
+
+
+def extend_schedule(cfg: Config, saved: dict, done: int, path: str) -> tuple[Config, list[str]]:
+    """A resume with another ``optim.epochs`` (at least the ``done`` epochs of the checkpoint): the run
+    keeps the stage epochs it started with (a share like "50%" stays resolved against the first total)
+    and StepLR goes on stepping as before. Returns the configuration to resume with and what was kept."""
+    was = saved.get("optim", {}).get("epochs", cfg.optim.epochs)
+    if cfg.optim.epochs == was:
+        return cfg, []
+    if cfg.optim.epochs < done:
+        raise ValueError(f"train: --resume with epochs={cfg.optim.epochs}, but the checkpoint {path} has already "
+                         f"trained {done} epochs")
+    recipe = dataclasses.replace(cfg.recipe)
+    kept = []
+    for name in STAGE_FIELDS:
+        old = saved.get("recipe", {}).get(name, getattr(recipe, name))
+        if old != getattr(recipe, name):
+            kept.append(f"recipe.{name}={old!r} (not {getattr(recipe, name)!r})")
+            setattr(recipe, name, old)
+    return dataclasses.replace(cfg, recipe=recipe), kept
 
 
 def labels_state(labels: Labels | None) -> dict | None:
@@ -106,10 +156,12 @@ def restore_rng(rng: dict, cuda: bool) -> None:
 
 def load_model(checkpoint: str, device: str = "cpu") -> tuple[TwoStreamNet, Config]:
     """The model of a checkpoint (``<output>/checkpoint.pt``) and its configuration."""
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"eval: checkpoint not found: {checkpoint}")
-    st = torch.load(checkpoint, map_location=device, weights_only=False)
-    cfg = config_from_dict(st["config"])
+    st = read_checkpoint(checkpoint, "eval", keys=("config", "model"))
+    cfg = saved_config(st, checkpoint, "eval")
     model = build_model(cfg.model.arch, None, cfg.model.non_local)
-    model.load_state_dict(st["model"])
+    try:
+        model.load_state_dict(st["model"])
+    except RuntimeError as e:
+        raise ValueError(f"eval: {checkpoint}: the model weights do not fit arch {cfg.model.arch!r}: "
+                         f"{str(e).splitlines()[0]}") from e
     return model.to(device), cfg

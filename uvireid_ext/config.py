@@ -140,7 +140,7 @@ class RunConfig:
     amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = opt(True, "channels_last memory format on CUDA")
     resume: bool = opt(False, "continue from <output>/checkpoint.pt")
-    progress: bool = opt(True, "progress bar over the iterations (needs tqdm)")
+    progress: bool = opt(True, "progress bar over the iterations (on a terminal)")
     tensorboard: bool = opt(False, "write TensorBoard scalars to <output>/tb")
 
 
@@ -155,8 +155,10 @@ class Config:
 
 _SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 # How a run is executed, not what it computes: these may change between a run and its resume.
+# optim.epochs may change too: checkpoint.extend_schedule keeps the stage epochs of the first run
 RESUMABLE_CHANGES = {("run", "resume"), ("run", "progress"), ("run", "tensorboard"), ("run", "threads"),
-                     ("run", "device"), ("data", "data_root"), ("run", "output")}
+                     ("run", "device"), ("data", "data_root"), ("run", "output"), ("optim", "epochs")}
+STAGE_FIELDS = ("tsmem_switch", "cma_start", "joint_start", "mmlm_start")  # recipe fields of type Stage
 
 
 def _fields(section: str) -> list[tuple[Any, Any]]:

@@ -42,13 +42,27 @@ def broadcast(x: Tensor) -> Tensor:
     return x
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, who: str = "train") -> torch.device:
     """``auto`` → CUDA when available, else CPU; a bare ``cuda`` → this process's LOCAL_RANK device."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"{who}: unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from e
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU build" if torch.version.cuda is None
+                   else f"torch (CUDA {torch.version.cuda}) sees no GPU")
+            raise ValueError(f"{who}: device {name!r} requested but {why} (torch {torch.__version__}); "
+                             "use --device cpu, or install a CUDA build of torch (README, CUDA build)")
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{who}: device {str(dev)!r} requested but only {torch.cuda.device_count()} "
+                             "GPU(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"{who}: device {name!r} is not supported (expected auto, cpu, cuda or cuda:N)")
     return dev
 
 

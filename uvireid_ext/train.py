@@ -41,6 +41,7 @@ from torch import Tensor
 from .checkpoint import (
     atomic_save,
     check_resumed_config,
+    extend_schedule,
     labels_from_state,
     labels_state,
     load_model,
@@ -87,9 +88,13 @@ class Trainer:
     def __init__(self, cfg: Config, train_set: TrainSet | None = None, eval_set: EvalSet | None = None,
                  *, on_epoch: Callable[[dict], None] | None = None) -> None:
         validate(cfg)
-        self.cfg = cfg
         self.rank, self.world = rank_world()
+        # everything that can be refused is checked before the data set loads (minutes on SYSU-MM01)
         self.device = resolve_device(cfg.run.device)
+        resume = self._read_resume(cfg) if cfg.run.resume else None
+        if resume is not None:
+            cfg = resume[1]
+        self.cfg = cfg
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.run.threads:
@@ -101,11 +106,23 @@ class Trainer:
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
+        self.model: TwoStreamNet = build_model(cfg.model.arch, cfg.model.weights, cfg.model.non_local)
+        if cfg.model.arch == "resnet50" and not cfg.model.weights and resume is None:
+            warnings.warn("train: ResNet-50 without --weights starts from random initialisation; the methods "
+                          "start from torchvision's ImageNet file resnet50-19c8e357.pth (read from a local path, "
+                          "never downloaded; README, Training and evaluation)", stacklevel=2)
         d = cfg.data
-        self.train_set = train_set or load_train_set(d.dataset, d.data_root, d.height, d.width, d.trial)
+        if train_set is None:
+            t = time.perf_counter()
+            logger.info("train: loading the %s training set from %s at %d×%d ...", d.dataset, d.data_root,
+                        d.height, d.width)
+            train_set = load_train_set(d.dataset, d.data_root, d.height, d.width, d.trial)
+            logger.info("train: %d training images (%d visible, %d infrared) in %.1f s", len(train_set),
+                        int((train_set.modality == VIS).sum()), int((train_set.modality == IR).sum()),
+                        time.perf_counter() - t)
+        self.train_set = train_set
         self.eval_set = eval_set
         self.images = self.train_set.images.to(self.device)
-        self.model: TwoStreamNet = build_model(cfg.model.arch, cfg.model.weights, cfg.model.non_local)
         self.model.to(self.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda and cfg.run.channels_last:
@@ -140,8 +157,8 @@ class Trainer:
                     self.writer = SummaryWriter(os.path.join(self.out, "tb"))
                 except ImportError:
                     warnings.warn("train: tensorboard is not installed; --tensorboard ignored", stacklevel=2)
-        if cfg.run.resume:
-            self.load_checkpoint(os.path.join(self.out, "checkpoint.pt"))
+        if resume is not None:
+            self.load_state(*resume)
 
     # -- phases ------------------------------------------------------------------------------------
 
@@ -229,7 +246,8 @@ class Trainer:
         # pad 10 px at the standard 288-pixel height; small demo images get the same relative shift
         pad = max(1, round(10 * cfg.data.height / 288))
         self.net.train()
-        for _ in progress(range(cfg.optim.iters), f"epoch {epoch}", cfg.run.progress and self.rank == 0):
+        desc = f"{cfg.recipe.recipe} epoch {epoch + 1}/{cfg.optim.epochs}"
+        for _ in progress(range(cfg.optim.iters), desc, cfg.run.progress and self.rank == 0):
             if labels.shared:
                 bv, br = paired_batch(sv, sr, p, k, rng)
             else:
@@ -360,7 +378,8 @@ class Trainer:
                     line["eval"] = {k: v for k, v in rec["eval"].items() if k != "cmc"}
                 with open(os.path.join(self.out, "log.jsonl"), "a") as f:
                     f.write(json.dumps(rec) + "\n")
-                logger.info("epoch %d: %s", epoch, _summary(line))
+                logger.info("%s epoch %d/%d: %s", self.cfg.recipe.recipe, epoch + 1, self.cfg.optim.epochs,
+                            _summary(line))
                 if self.writer is not None:
                     self._tensorboard(rec)
             if self.on_epoch is not None:
@@ -389,17 +408,30 @@ class Trainer:
     def save_checkpoint(self, path: str) -> None:
         atomic_save(self.state(), path)
 
-    def load_checkpoint(self, path: str) -> None:
+    @staticmethod
+    def _read_resume(cfg: Config) -> tuple[dict, Config, str]:
+        """The checkpoint to resume from, and the configuration to resume with (``extend_schedule``)."""
+        path = os.path.join(cfg.run.output, "checkpoint.pt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"train: --resume but no checkpoint at {path}")
         st = read_checkpoint(path)
-        check_resumed_config(self.cfg, st.get("config", {}), path)
+        cfg, kept = extend_schedule(cfg, st["config"], int(st["epoch"]), path)
+        check_resumed_config(cfg, st["config"], path)
+        if cfg.optim.epochs != st["config"]["optim"]["epochs"]:
+            logger.info("train: the run changes from %d to %d epochs; stages stay at the epochs it started with%s; "
+                        "the learning rate keeps its StepLR schedule (× gamma every step_size epochs)",
+                        st["config"]["optim"]["epochs"], cfg.optim.epochs, f" ({', '.join(kept)})" if kept else "")
+        return st, cfg, path
+
+    def load_state(self, st: dict, cfg: Config, path: str) -> None:
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.epoch = int(st["epoch"])
-        self.memories = memories_from_state(st, self.cfg.recipe.temp, self.device)
+        self.memories = memories_from_state(st, cfg.recipe.temp, self.device)
         self.fixed_labels = labels_from_state(st["fixed_labels"], self.device)
         restore_rng(st["rng"], self.cuda)
-        logger.info("train: resumed from %s at epoch %d", path, self.epoch)
+        logger.info("train: resumed from %s at epoch %d of %d", path, self.epoch, cfg.optim.epochs)
 
 
 def _summary(rec: dict) -> str:
@@ -421,11 +453,14 @@ def train(cfg: Config, train_set: TrainSet | None = None, eval_set: EvalSet | No
     """Load data (unless given), build the trainer and run every epoch; returns the trainer."""
     started = init_distributed(cfg.run.device)
     try:
-        if eval_set is None and cfg.data.data_root and (cfg.data.eval_every > 0 or cfg.optim.epochs > 0):
-            d = cfg.data
-            eval_set = load_eval_set(d.dataset, d.data_root, d.height, d.width, mode=d.eval_mode,
-                                     trials=d.eval_trials, trial=d.trial)
         trainer = Trainer(cfg, train_set, eval_set)
+        cfg = trainer.cfg
+        if eval_set is None and cfg.data.data_root and (cfg.data.eval_every > 0 or cfg.optim.epochs > 0):
+            d, t = cfg.data, time.perf_counter()
+            trainer.eval_set = load_eval_set(d.dataset, d.data_root, d.height, d.width, mode=d.eval_mode,
+                                             trials=d.eval_trials, trial=d.trial)
+            logger.info("train: %d test queries, %d gallery trial(s) in %.1f s", len(trainer.eval_set.q_pid),
+                        len(trainer.eval_set.galleries), time.perf_counter() - t)
         trainer.fit()
         return trainer
     finally:
