@@ -35,6 +35,25 @@ def test_info_command_prints_the_build():
     assert "built with torch" in out.stdout and "ops loaded: True" in out.stdout
 
 
+def test_cpu_build_on_a_gpu_machine_warns_at_import(monkeypatch):
+    from uvireid_ext import _loader
+
+    info = fake_info(reason="torch 2.13.0+cpu is a CPU-only build")
+    real_import = _loader.importlib.import_module
+    monkeypatch.setattr(_loader.importlib, "import_module",
+                        lambda name: info if name == "uvireid_ext._build_info" else real_import(name))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.warns(UserWarning, match=r"built without its CUDA ops \(torch 2.13.0\+cpu is a CPU-only build\).*"
+                      r"FORCE_CUDA=1 pip install -v"):
+        assert _loader.load()[0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _loader.load()[0]  # no GPU: nothing to say
+
+
 def test_mismatched_build_fails_with_rebuild_command(monkeypatch):
     monkeypatch.setattr(torch, "__version__", "2.10.0")
     with pytest.raises(ImportError, match=r"built for torch >= 2.11.*Rebuild from source: pip install --no-build"):

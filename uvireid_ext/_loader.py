@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 
 import torch
 
@@ -46,6 +47,11 @@ def load() -> tuple[bool, object | None, BaseException | None]:
     except ImportError as e:
         return False, None, e
     _check_build(info)  # a mismatched build is an error, never a silent fallback
+    if not info.with_cuda and torch.cuda.is_available():  # type: ignore[attr-defined]
+        # pip hides the build's decision line; say it where the user will see it
+        warnings.warn(f"uvireid_ext was built without its CUDA ops ({info.reason}), so they refuse CUDA tensors; "  # type: ignore[attr-defined]
+                      "rebuild with: FORCE_CUDA=1 pip install -v --no-build-isolation --force-reinstall --no-deps .",
+                      stacklevel=3)
     try:
         importlib.import_module("uvireid_ext._C")
     except (ImportError, OSError) as e:
