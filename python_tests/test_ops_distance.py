@@ -102,6 +102,46 @@ def test_jaccard_distance_modality_matches_classic_port():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("k1", "k2"), [(10, 25), (8, 40), (12, 1), (7, 2)])
+def test_jaccard_distance_is_classic_at_every_k2(device, k1, k2):
+    """The classic rank list has k1 columns, so its expansion averages min(k1, k2) rows, and k2 = 1
+    skips it: with duplicated rows the first neighbour of a row can be its lower-index twin, whose
+    encoding the row must not take."""
+    x = with_duplicates(clustered(200, 24, 8, noise=0.6))
+    # more copies of one row than fit in a half-k1 rank list: the copies' encodings then differ (the
+    # reciprocal test asks for the row itself), so taking a twin's encoding would show
+    x[40:56] = x[3]
+    modality = torch.randint(0, 2, (x.shape[0],), generator=torch.Generator().manual_seed(3))
+    # the port's kNN orders exact ties arbitrarily, as faiss does: give it ours (ties to the lower index)
+    rank, _ = R.knn(x, k1)
+    ours = U.jaccard_distance(x.to(device), k1, k2).cpu().numpy()
+    np.testing.assert_allclose(ours, classic_jaccard(x.numpy(), k1, k2, rank=rank.numpy()), rtol=0, atol=1e-5)
+    ours = U.jaccard_distance(x.to(device), k1, k2, modality=modality.to(device), expansion="modality")
+    classic = classic_jaccard(x.numpy(), k1, k2, modality=modality.numpy(), rank=rank.numpy())
+    np.testing.assert_allclose(ours.cpu().numpy(), classic, rtol=0, atol=1e-5)
+    if k2 == 1:  # no expansion at all: the Jaccard distance of the k-reciprocal encodings themselves
+        expected = R.jaccard_dense(R.k_reciprocal_encode(x, rank, k1))
+        got = U.jaccard_distance(x.to(device), k1, 1).cpu().double()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jaccard_distance_emcc_k2_one_is_a_cap(device):
+    """In EMCC k2 caps each (modality, camera) group, so k2 = 1 keeps the best-ranked row of every group
+    of the k3 pool: an expansion, unlike the classic k2 = 1."""
+    x = with_duplicates(clustered(150, 16, 6))
+    n = x.shape[0]
+    modality = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(1))
+    camera = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(2)) + 3 * modality
+    d = U.jaccard_distance(x.to(device), 10, 1, modality=modality.to(device), camera=camera.to(device),
+                           expansion="emcc", k3=24)
+    rank, _ = R.knn(x, 24)
+    v = R.query_expansion(R.k_reciprocal_encode(x, rank, 10), rank, modality, camera, 24, 1)
+    torch.testing.assert_close(d.cpu().double(), R.jaccard_dense(v), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(d.cpu(), U.jaccard_distance(x, 10, 1))  # not the classic skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_jaccard_distance_emcc_matches_reference(device):
     x = clustered(150, 16, 6)
     modality = torch.randint(0, 2, (150,))

@@ -168,12 +168,18 @@ def jaccard_distance(
     Args:
         features: [N, D] floating point features, used as given (not renormalised).
         k1: k-reciprocal neighbourhood, 1 <= k1 < N.
-        k2: query-expansion neighbours ("plain"/"modality"), or the per-group cap ("emcc").
+        k2: "plain"/"modality": query-expansion neighbours, with the classic code's semantics at every
+            value: each row becomes the mean over its first min(k1, k2) ranked rows (the classic rank
+            list has only k1 columns, self included), and k2 = 1 skips the expansion (a row keeps its
+            own encoding, even when a lower-index duplicate ranks first). "emcc": the cap per group,
+            where k2 = 1 keeps the best-ranked row of each group (it is a cap, not a count, so there
+            is no skip).
         modality: [N] integer modality ids; required by "modality", optional for "emcc" (one
             modality: groups by camera only).
         camera: [N] integer camera ids; required by "emcc".
         expansion: "plain" | "modality" | "emcc".
-        k3: "emcc" only: neighbours considered before the per-group cap (default k1), k3 < N.
+        k3: "emcc" only: neighbours considered before the per-group cap (default k1), k3 < N; it may
+            exceed k1 (the neighbour search then goes to k3).
         max_distance: None for a dense result; else a sparse result with the pairs d <= max_distance.
 
     Returns:
@@ -194,12 +200,16 @@ def jaccard_distance(
     zeros = torch.zeros(n, dtype=torch.int64, device=x.device)
     mod = None if modality is None else _ids(fn, "modality", modality, n, x.device)
     cam = None if camera is None else _ids(fn, "camera", camera, n, x.device)
+    # classic (plain, modality): rank lists of k1 columns, so at most k1 rows expand; k2 = 1 skips
+    expand = expansion == "emcc" or k2 != 1
     if expansion == "plain":
-        pool, cap, outer, inner = k2, k2, zeros, zeros
+        pool = cap = min(k1, k2)
+        outer = inner = zeros
     elif expansion == "modality":
         if mod is None:
             raise ValueError(f"{fn}: expansion='modality' needs modality ids")
-        pool, cap, outer, inner = k2, k2, mod, zeros
+        pool = cap = min(k1, k2)
+        outer, inner = mod, zeros
     else:
         if cam is None:
             raise ValueError(f"{fn}: expansion='emcc' needs camera ids")
@@ -217,7 +227,8 @@ def jaccard_distance(
         raise ValueError(f"{fn}: {which} = {pool} must be smaller than the number of samples N = {n}")
     rank, rank_dist = op("knn")(x, max(k1, pool))
     crow, col, val = op("k_reciprocal_encode")(x, rank, rank_dist, k1)
-    crow, col, val = op("query_expansion")(crow, col, val, rank, outer, inner, pool, cap)
+    if expand:
+        crow, col, val = op("query_expansion")(crow, col, val, rank, outer, inner, pool, cap)
     if max_distance is None:
         return op("jaccard_dense")(crow, col, val)
     return _as_csr(*op("jaccard_sparse")(crow, col, val, float(max_distance)))

@@ -46,6 +46,8 @@ def encode(x: np.ndarray, rank: np.ndarray, k1: int) -> np.ndarray:
             if len(np.intersect1d(cand, k_recip)) > 2 / 3 * len(cand):
                 expansion = np.append(expansion, cand)
         expansion = np.unique(expansion)
+        if expansion.size == 0:  # more exact copies of row i than its rank list holds: softmax of nothing
+            continue
         dist = 2 - 2 * (x[i] @ x[expansion].T)
         e = np.exp(-(dist - dist.min()))  # softmax(-dist)
         v[i, expansion] = e / e.sum()
