@@ -8,14 +8,14 @@
   pipeline  features -> labels: uvireid_ext (jaccard_distance sparse + dbscan) vs the classic path
             (dense numpy Jaccard port + scikit-learn DBSCAN); needs uvireid_ext.jaccard_distance.
 
-Usage: python bench/bench_cluster.py [--device cpu|cuda] [--what kmeans,dbscan,pipeline] [--quick]
-Writes bench/results/cluster_<device>.json and .md.
+    python -m uvireid_ext bench cluster [--device cpu|cuda] [--what kmeans,dbscan,pipeline] [--quick] [--out DIR]
+
+Writes <out>/cluster_<device>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -30,7 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import uvireid_ext  # noqa: E402
+from bench._report import argument_parser, line, save  # noqa: E402
 from bench.baselines.sklearn_kmeans_loop import kmeans_loop  # noqa: E402
+from uvireid_ext.ops import sparse_csr  # noqa: E402
 from uvireid_ext.ops.cluster import dbscan, segmented_kmeans  # noqa: E402
 from uvireid_ext.reference.classic_jaccard import classic_jaccard, classic_labels  # noqa: E402
 
@@ -86,7 +88,7 @@ def bench_kmeans(device: str, clusters: int, dim: int, quick: bool) -> list[dict
         row["inertia_ours"] = _inertia(x, labels, cen.cpu().numpy())
         row["inertia_sklearn"] = _inertia(x, labels, sk)
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(line(row), flush=True)
     return rows
 
 
@@ -106,12 +108,7 @@ def bench_dbscan(device: str, sizes: list[int], eps: float) -> list[dict]:
         rows_i, cols_i = np.nonzero(keep)
         crow = np.zeros(n + 1, dtype=np.int64)
         crow[1:] = np.cumsum(np.bincount(rows_i, minlength=n))
-        csr = torch.sparse_csr_tensor(
-            torch.from_numpy(crow),
-            torch.from_numpy(cols_i),
-            torch.from_numpy(dense[rows_i, cols_i]),
-            size=(n, n),
-        ).to(device)
+        csr = sparse_csr(*(torch.from_numpy(a).to(device) for a in (crow, cols_i, dense[rows_i, cols_i])))
         dbscan(csr, eps, 4)
         t_ours, ours = timed(lambda csr=csr: dbscan(csr, eps, 4), device, repeat=3)
         t_sk, sk = timed(
@@ -133,7 +130,7 @@ def bench_dbscan(device: str, sizes: list[int], eps: float) -> list[dict]:
             "classic_jaccard_s": t_jac,
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(line(row), flush=True)
     return rows
 
 
@@ -183,22 +180,26 @@ def bench_pipeline(device: str, sizes: list[int], eps: float) -> list[dict]:
         if ours["peak_gpu_gb"] is not None:
             row["ours_peak_gpu_gb"] = round(ours["peak_gpu_gb"], 2)
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(line(row), flush=True)
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--what", default="kmeans,dbscan,pipeline")
-    p.add_argument("--clusters", type=int, default=400)
-    p.add_argument("--dim", type=int, default=2048)
-    p.add_argument("--dbscan-sizes", default="1000,2000")
-    p.add_argument("--pipeline-sizes", default="2000,5000,10000,20000")
-    p.add_argument("--eps", type=float, default=0.6)
+def parser() -> argparse.ArgumentParser:
+    p = argument_parser(__doc__)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where our ops run")
+    p.add_argument("--what", default="kmeans,dbscan,pipeline", help="benchmarks to run, comma separated")
+    p.add_argument("--clusters", type=int, default=400, help="kmeans: clusters per modality")
+    p.add_argument("--dim", type=int, default=2048, help="kmeans: feature dimension")
+    p.add_argument("--dbscan-sizes", default="1000,2000", help="dbscan: numbers of points, comma separated")
+    p.add_argument("--pipeline-sizes", default="2000,5000,10000,20000",
+                   help="pipeline: numbers of features, comma separated")
+    p.add_argument("--eps", type=float, default=0.6, help="dbscan and pipeline: DBSCAN radius")
     p.add_argument("--quick", action="store_true", help="skip the n_init=10 KMeans baseline")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     uvireid_ext.assert_has_ops()
     what = args.what.split(",")
     res: dict = {
@@ -221,13 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             args.device, [int(s) for s in args.pipeline_sizes.split(",")], args.eps
         )
     res["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"cluster_{args.device}")
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(_markdown(res))
     print(_markdown(res))
+    save(args.out, f"cluster_{args.device}", res, _markdown(res))
     return 0
 
 

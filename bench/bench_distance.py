@@ -1,14 +1,14 @@
 """Distance pipeline (kNN, k-reciprocal encoding, query expansion, Jaccard) against the classic
 NumPy port (uvireid_ext/reference/classic_jaccard.py), measured in the same run.
 
-    python bench/bench_distance.py                               # CPU: N = 2k, 5k, 10k, 20k, D = 2048
-    python bench/bench_distance.py --sizes 2000                  # the short run
-    python bench/bench_distance.py --device cuda --sizes 34000,100000,200000,1000000 --no-baseline
-    python bench/bench_distance.py --candidates bf16,fp64 --noise 0.3     # kNN tiers, tighter identities
+    python -m uvireid_ext bench distance                         # CPU: N = 2k, 5k, 10k, 20k, D = 2048
+    python -m uvireid_ext bench distance --sizes 2000            # the short run
+    python -m uvireid_ext bench distance --device cuda --sizes 34000,100000,200000,1000000 --no-baseline
+    python -m uvireid_ext bench distance --candidates bf16,fp64 --noise 0.3  # kNN tiers, tighter identities
 
 Each (implementation, N) runs in its own process, so peak RSS (and on CUDA peak GPU memory) belongs
 to that run alone. Ours is the sparse path (max_distance = eps, what DBSCAN needs); the port builds
-the dense N×N matrices as users run it today. Writes bench/results/distance_<device>.{json,md}.
+the dense N×N matrices as users run it today. Writes <out>/<name>_<device>.{json,md}.
 """
 
 from __future__ import annotations
@@ -90,21 +90,28 @@ def run_classic(n: int, d: int, k1: int, k2: int, noise: float, out) -> None:
                  peak_rss_gb=peak_rss_gb()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--sizes", default="2000,5000,10000,20000")
-    p.add_argument("--dim", type=int, default=2048)
-    p.add_argument("--k1", type=int, default=30)
-    p.add_argument("--k2", type=int, default=6)
-    p.add_argument("--eps", type=float, default=0.6)
-    p.add_argument("--candidates", default="bf16", help="knn candidate tiers to time, comma separated (bf16,fp64)")
+def parser() -> argparse.ArgumentParser:
+    from _report import argument_parser
+
+    p = argument_parser(__doc__)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where our ops run")
+    p.add_argument("--sizes", default="2000,5000,10000,20000", help="numbers of features N, comma separated")
+    p.add_argument("--dim", type=int, default=2048, help="feature dimension D")
+    p.add_argument("--k1", type=int, default=30, help="k-reciprocal neighbourhood")
+    p.add_argument("--k2", type=int, default=6, help="query-expansion neighbours")
+    p.add_argument("--eps", type=float, default=0.6, help="our sparse output keeps the pairs d <= eps")
+    p.add_argument("--candidates", default="bf16",
+                   help="knn candidate tiers to time, comma separated: bf16 and/or fp64")
     p.add_argument("--noise", type=float, default=0.8, help="feature noise around identity centres")
     p.add_argument("--no-baseline", action="store_true", help="skip the classic port (large N)")
-    p.add_argument("--name", default="distance", help="results file name: bench/results/<name>_<device>.{json,md}")
-    args = p.parse_args(argv)
+    p.add_argument("--name", default="distance", help="results file name: <out>/<name>_<device>.{json,md}")
+    return p
 
-    from _report import in_process, write
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    from _report import in_process, line, write
 
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -129,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                            speedup_total=round((c_after + c["knn_s"]) / (after_knn + ours["knn_s"]), 2),
                            memory_ratio=round(c["peak_rss_gb"] / ours["peak_rss_gb"], 1))
             rows.append(row)
-            print(row, flush=True)
+            print(line(row), flush=True)
     columns = list(rows[0].keys())
-    print(write(args.name, args.device, rows, columns))
+    write(args.out, args.name, args.device, rows, columns)
     return 0
 
 

@@ -11,13 +11,14 @@ query rows of one trial and scaled linearly to the full case (rows and trials); 
 figures say so. On that prefix the two implementations' metrics are also compared.
 Distance matrices are built before timing (excluded from both timings).
 
-    PYTHONPATH=. python bench/bench_eval.py [--device cuda] [--trials 10] [--out bench/results]
+    python -m uvireid_ext bench eval [--device cuda] [--trials 10] [--out DIR]
+
+Writes <out>/eval_<cpu|cuda>.{json,md} (eval_cpu_t<threads> with --threads).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench._report import argument_parser, save  # noqa: E402
 from bench.baselines.eval_loop import eval_sysu_loop  # noqa: E402
 from uvireid_ext.evaluate import eval_sysu  # noqa: E402
 
@@ -142,14 +144,17 @@ def run_case(name, mats, loop_rows, device, target_s):
     return row
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--trials", type=int, default=10)
+def parser() -> argparse.ArgumentParser:
+    ap = argument_parser(__doc__)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
+    ap.add_argument("--trials", type=int, default=10, help="SYSU gallery trials")
     ap.add_argument("--loop-rows", type=int, default=400, help="query rows the loop is timed on")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("bench_eval: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2
@@ -188,30 +193,22 @@ def main(argv=None) -> int:
     tag = "cuda" if gpu else "cpu"
     if args.threads:
         tag += f"_t{args.threads}"
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"eval_{tag}.json"), "w") as f:
-        json.dump({"meta": meta, "results": rows}, f, indent=2, default=str)
-    with open(os.path.join(args.out, f"eval_{tag}.md"), "w") as f:
-        f.write(f"# Evaluator benchmark ({tag})\n\n")
-        f.write(
-            f"{meta['device']}, {meta['cpu_count']} CPUs, torch {meta['torch']} "
-            f"({meta['torch_threads']} threads), numpy {meta['numpy']}\n\n"
+    md = [
+        f"# Evaluator benchmark ({tag})\n\n",
+        f"{meta['device']}, {meta['cpu_count']} CPUs, torch {meta['torch']} "
+        f"({meta['torch_threads']} threads), numpy {meta['numpy']}\n\n",
+        "Loop = the standard per-query NumPy loop, timed on a prefix of one trial's rows and scaled "
+        "linearly to all rows and trials. Distance matrices excluded from all timings.\n\n",
+        "| case | shape | trials | ours (s) | target (s) | loop (s, est.) | loop measured | ratio | "
+        "agree |\n|---|---|---|---|---|---|---|---|---|\n",
+    ]
+    for r in rows:
+        md.append(
+            f"| {r['case']} | {r['shape']} | {r['trials']} | {r['ours_s']} | {r['target_s']} | "
+            f"{r['loop_s_estimated']} | {r['loop_measured']} | {r['speedup']}x | "
+            f"{r['agree_with_loop_on_prefix']} |\n"
         )
-        f.write(
-            "Loop = the standard per-query NumPy loop, timed on a prefix of one trial's rows and scaled "
-            "linearly to all rows and trials. Distance matrices excluded from all timings.\n\n"
-        )
-        f.write(
-            "| case | shape | trials | ours (s) | target (s) | loop (s, est.) | loop measured | ratio | "
-            "agree |\n|---|---|---|---|---|---|---|---|---|\n"
-        )
-        for r in rows:
-            f.write(
-                f"| {r['case']} | {r['shape']} | {r['trials']} | {r['ours_s']} | {r['target_s']} | "
-                f"{r['loop_s_estimated']} | {r['loop_measured']} | {r['speedup']}x | "
-                f"{r['agree_with_loop_on_prefix']} |\n"
-            )
-    print(f"wrote {args.out}/eval_{tag}.json and .md")
+    save(args.out, f"eval_{tag}", {"meta": meta, "results": rows}, "".join(md))
     return 0 if all(r["meets_target"] and r["agree_with_loop_on_prefix"] for r in rows) else 1
 
 

@@ -1,8 +1,8 @@
 """memory_update_ vs the sequential per-sample loop (cluster-contrast's CM.backward), same run.
 
-    PYTHONPATH=. python bench/bench_memory.py [--device cpu|cuda] [--min-run-time 1.0]
+    python -m uvireid_ext bench memory [--device cpu|cuda] [--min-run-time 1.0] [--out DIR]
 
-Writes bench/results/memory_update_<device>.{json,md}.
+Writes <out>/memory_update_<device>.{json,md}.
 """
 
 from __future__ import annotations
@@ -17,18 +17,23 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _report import write  # noqa: E402
+from _report import argument_parser, line, write  # noqa: E402
 from baselines.memory_loop import memory_update_loop  # noqa: E402
 
 from uvireid_ext.ops.memory import memory_update_  # noqa: E402
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--min-run-time", type=float, default=1.0)
-    p.add_argument("--sizes", default="256,500,2048", help="B,C,D triples separated by ';'")
-    args = p.parse_args()
+def parser() -> argparse.ArgumentParser:
+    p = argument_parser(__doc__)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the op and the loop run")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds each timing runs for at least")
+    p.add_argument("--sizes", default="256,500,2048",
+                   help="batch B, memory slots C, dimension D: B,C,D triples separated by ';'")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     dev = args.device
     rows = []
     for spec in args.sizes.split(";"):
@@ -58,8 +63,8 @@ def main() -> None:
                     max_abs_diff=f"{err:.1e}",
                 )
             )
-            print(rows[-1], flush=True)
-    print(write("memory_update", dev, rows, list(rows[0])))
+            print(line(rows[-1]), flush=True)
+    write(args.out, "memory_update", dev, rows, list(rows[0]))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """mmd2 (all identities in one call) vs MMM's per-identity MMD loop, forward + backward, same run.
 
-    PYTHONPATH=. python bench/bench_mmd.py [--device cpu|cuda] [--min-run-time 1.0]
+    python -m uvireid_ext bench mmd [--device cpu|cuda] [--min-run-time 1.0] [--out DIR]
 
-Writes bench/results/mmd2_<device>.{json,md}.
+Writes <out>/mmd2_<device>.{json,md}.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _report import write  # noqa: E402
+from _report import argument_parser, line, write  # noqa: E402
 from baselines.mmd_loop import mmd_per_identity  # noqa: E402
 
 from uvireid_ext.losses import mmd_alignment  # noqa: E402
@@ -29,14 +29,18 @@ def fwd_bwd(fn, f_v: torch.Tensor, f_r: torch.Tensor, y_v: torch.Tensor, y_r: to
     return loss
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--min-run-time", type=float, default=1.0)
-    p.add_argument("--ids", default="8,16,32")
+def parser() -> argparse.ArgumentParser:
+    p = argument_parser(__doc__)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the op and the loop run")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds each timing runs for at least")
+    p.add_argument("--ids", default="8,16,32", help="identities per batch, one case each, comma separated")
     p.add_argument("--per-id", type=int, default=8, help="samples per identity and modality")
-    p.add_argument("--dim", type=int, default=2048)
-    args = p.parse_args()
+    p.add_argument("--dim", type=int, default=2048, help="feature dimension")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     dev = args.device
     rows = []
     for G in (int(v) for v in args.ids.split(",")):
@@ -66,8 +70,8 @@ def main() -> None:
                 grad_rel_diff=f"{g_err:.1e}",
             )
         )
-        print(rows[-1], flush=True)
-    print(write("mmd2", dev, rows, list(rows[0])))
+        print(line(rows[-1]), flush=True)
+    write(args.out, "mmd2", dev, rows, list(rows[0]))
 
 
 if __name__ == "__main__":

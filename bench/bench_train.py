@@ -10,9 +10,10 @@ The images are generated on the device (no data set needed): per identity a coar
 per image a jitter, per camera a gain, infrared images grey; 22,258 visible + 11,909 infrared at 288 x 144
 like SYSU-MM01. A first short epoch warms up (cuDNN autotuning, allocator); the second is measured.
 
-    python -m uvireid_ext bench train [--device cuda] [--recipe ecul] [--iters 200] [--size sysu|tiny]
+    python -m uvireid_ext bench train [--device cuda] [--recipe ecul] [--iters 200] [--size sysu|tiny] [--out DIR]
 
 On CPU the default size is ``tiny`` (600 images at 64 x 32, the small backbone) so it runs here.
+Writes <out>/train_<size>_<device>.{json,md}; the trainer's own files go to a temporary folder, removed after.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench._report import write  # noqa: E402
+from bench._report import argument_parser, write  # noqa: E402
 from uvireid_ext.config import make_config  # noqa: E402
 from uvireid_ext.modality import Modality  # noqa: E402
 from uvireid_ext.train import Trainer, TrainSet  # noqa: E402
@@ -61,19 +62,26 @@ def synthetic_set(n_v: int, n_r: int, ids: int, h: int, w: int, device: torch.de
     return TrainSet(images, modality.cpu(), camera.cpu(), pid.cpu())
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--size", choices=sorted(SIZES), default=None, help="default: sysu on CUDA, tiny on CPU")
-    p.add_argument("--recipe", default="ecul", choices=["baseline", "mmm", "ecul"])
-    p.add_argument("--iters", type=int, default=None, help="default: 200 (sysu), 5 (tiny)")
-    p.add_argument("--ids-per-batch", type=int, default=8)
-    p.add_argument("--instances", type=int, default=16)
-    p.add_argument("--extract-batch", type=int, default=512)
+def parser() -> argparse.ArgumentParser:
+    p = argument_parser(__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cuda or cpu (default: cuda when available, else cpu)")
+    p.add_argument("--size", choices=sorted(SIZES), default=None,
+                   help="image set: sysu (SYSU-MM01 size) or tiny (default: sysu on CUDA, tiny on CPU)")
+    p.add_argument("--recipe", default="ecul", choices=["baseline", "mmm", "ecul"], help="training recipe")
+    p.add_argument("--iters", type=int, default=None,
+                   help="iterations of the measured epoch (default: 200 with sysu, 5 with tiny)")
+    p.add_argument("--ids-per-batch", type=int, default=8, help="identities per batch (P)")
+    p.add_argument("--instances", type=int, default=16, help="images per identity and modality (K)")
+    p.add_argument("--extract-batch", type=int, default=512, help="batch size of feature extraction")
     p.add_argument("--no-amp", action="store_true", help="float32 instead of bf16 autocast")
-    p.add_argument("--arch", default=None)
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args()
+    p.add_argument("--arch", default=None, help="backbone (default: resnet50 with sysu, small with tiny)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     device = torch.device(args.device)
     size = args.size or ("sysu" if device.type == "cuda" else "tiny")
     n_v, n_r, ids, h, w, arch = SIZES[size]
@@ -85,18 +93,18 @@ def main() -> None:
     data = synthetic_set(n_v, n_r, ids, h, w, device)
     t_data = time.perf_counter() - t
     epochs = 4  # the stage boundaries of the preset scale with it; epoch 2 has joint clustering on
-    cfg = make_config(args.recipe, epochs, {
-        "data": {"height": h, "width": w},
-        "model": {"arch": arch},
-        "optim": {"iters": 3, "ids_per_batch": args.ids_per_batch, "instances": args.instances,
-                  "extract_batch": args.extract_batch},
-        "run": {"output": tempfile.mkdtemp(prefix="bench_train_"), "device": str(device),
-                "amp": not args.no_amp, "progress": False},
-    })
-    trainer = Trainer(cfg, data, None)
-    trainer.run_epoch(0)  # warm-up
-    trainer.cfg.optim.iters = iters
-    rec = trainer.run_epoch(2)  # joint clustering, CMA and instance memories active (ecul)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
+        cfg = make_config(args.recipe, epochs, {
+            "data": {"height": h, "width": w},
+            "model": {"arch": arch},
+            "optim": {"iters": 3, "ids_per_batch": args.ids_per_batch, "instances": args.instances,
+                      "extract_batch": args.extract_batch},
+            "run": {"output": scratch, "device": str(device), "amp": not args.no_amp, "progress": False},
+        })
+        trainer = Trainer(cfg, data, None)
+        trainer.run_epoch(0)  # warm-up
+        trainer.cfg.optim.iters = iters
+        rec = trainer.run_epoch(2)  # joint clustering, CMA and instance memories active (ecul)
     n = len(data)
     tm = rec["time"]
     row = {
@@ -114,7 +122,7 @@ def main() -> None:
     if size == "sysu":  # a 100-epoch run at this pace (evaluation excluded)
         row["100_epochs_min"] = round(100 * sum(tm.values()) / 60, 1)
     cols = list(row)
-    print(write(f"train_{size}", device.type, [row], cols))
+    write(args.out, f"train_{size}", device.type, [row], cols)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything a session with a GPU runs (device time is scarce), in stages that each fit one device
 # call: rebuild from source, the cuda-marked tests, compute-sanitizer over the op tests, the distance
-# benchmark (kNN tiers up to N = 1M), the other GPU benchmarks. Logs and results go to
-# ${OUT:-bench/results/gpu}; commit the results with the device name they record.
+# benchmark (kNN tiers up to N = 1M), the other GPU benchmarks. The benchmarks write the committed
+# results (--out bench/results, deliberately); logs and a copy of the results go to
+# ${OUT:-bench/results/gpu}. Commit the results with the device name they record.
 #   TORCH_CUDA_ARCH_LIST=9.0 bash bench/gpu_check.sh [build] [test] [sanitize] [distance] [bench]
 # With no stage named, all run in that order.
 set -uo pipefail
@@ -28,10 +29,10 @@ for stage in $stages; do
       done ;;
     distance)
       python3 bench/bench_distance.py --device cuda --sizes 34000,100000,200000,1000000 --candidates bf16,fp64 \
-        --no-baseline 2>&1 | tee "$out/bench_distance.log" | tail -12
+        --no-baseline --out bench/results 2>&1 | tee "$out/bench_distance.log" | tail -12
       cp bench/results/distance_cuda.* "$out/" ;;
     bench)
-      for b in cluster memory mmd eval; do python3 "bench/bench_$b.py" --device cuda 2>&1 | tail -8; done
+      for b in cluster memory mmd eval; do python3 "bench/bench_$b.py" --device cuda --out bench/results 2>&1 | tail -8; done
       cp bench/results/*_cuda.* "$out/" 2>/dev/null ;;
     *) echo "unknown stage $stage (build, test, sanitize, distance, bench)"; exit 2 ;;
   esac

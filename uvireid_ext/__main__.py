@@ -31,7 +31,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import os
     import runpy
     from pathlib import Path
 
@@ -42,14 +41,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.rest or args.rest[0] not in names:
         if args.rest and args.rest[0] in ("-h", "--help"):
             print(f"usage: python -m uvireid_ext bench NAME [ARGS...]; NAME from: {', '.join(names) or '(none)'}; "
-                  "`bench NAME --help` for a benchmark's options")
+                  "`bench NAME --help` for a benchmark's options; results go to runs/bench (git-ignored) "
+                  "unless --out DIR")
             return 0
         where = f"available: {', '.join(names)}" if names else "no bench/ folder found: run from a source checkout"
         print(f"usage: python -m uvireid_ext bench NAME [ARGS...]  ({where})", file=sys.stderr)
         return 2
     script = root / "bench" / f"bench_{args.rest[0]}.py"
     sys.argv = [str(script), *args.rest[1:]]
-    os.chdir(root)
+    # No chdir: a relative --out is the user's (relative to where they run this); the default lies
+    # under the source root (bench/_report.py).
     sys.path.insert(0, str(root))
     runpy.run_path(str(script), run_name="__main__")
     return 0

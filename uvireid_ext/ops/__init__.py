@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+from torch import Tensor
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,6 +31,21 @@ def register_fake(name: str) -> Callable[[F], F]:
         return fn
 
     return wrap
+
+
+# torch warns once per process that sparse CSR support is "in beta state" whenever a CSR tensor is
+# built; the wrappers build them from kernel outputs, so that note is noise in users' output.
+_CSR_BETA = r"Sparse CSR tensor support is in beta state"
+
+
+def sparse_csr(crow: Tensor, col: Tensor, val: Tensor) -> Tensor:
+    """The square [N, N] ``torch.sparse_csr_tensor`` of CSR arrays from our kernels (N = crow.numel() - 1),
+    without torch's beta-state warning. Invariant checks are off explicitly: the kernels' outputs hold
+    them by construction (sorted columns, crow from 0 to nnz), and leaving it implicit warns too."""
+    n = crow.numel() - 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CSR_BETA, category=UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, size=(n, n), check_invariants=False)
 
 
 def op(name: str) -> torch._ops.OpOverload:

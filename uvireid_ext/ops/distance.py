@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import has_schema, op, register_fake
+from . import has_schema, op, register_fake, sparse_csr
 
 __all__ = ["knn", "k_reciprocal_encode", "query_expansion", "jaccard", "jaccard_distance"]
 
@@ -48,11 +48,6 @@ def _csr(m: Tensor, fn: str, arg: str) -> tuple[Tensor, Tensor, Tensor]:
         m.col_indices().to(torch.int64),
         m.values().detach().to(torch.float32),
     )
-
-
-def _as_csr(crow: Tensor, col: Tensor, val: Tensor) -> Tensor:
-    n = crow.numel() - 1
-    return torch.sparse_csr_tensor(crow, col, val, size=(n, n))
 
 
 def knn(features: Tensor, k: int, *, candidates: Candidates = "bf16") -> tuple[Tensor, Tensor]:
@@ -91,7 +86,7 @@ def k_reciprocal_encode(features: Tensor, rank: Tensor, k1: int, rank_dist: Tens
     Returns:
         [N, N] float32 ``torch.sparse_csr`` tensor, each row summing to 1, columns sorted.
     """
-    return _as_csr(*op("k_reciprocal_encode")(_features("k_reciprocal_encode", features), rank, rank_dist, k1))
+    return sparse_csr(*op("k_reciprocal_encode")(_features("k_reciprocal_encode", features), rank, rank_dist, k1))
 
 
 def query_expansion(
@@ -120,7 +115,7 @@ def query_expansion(
     zeros = torch.zeros(n, dtype=torch.int64, device=crow.device)
     outer = zeros if outer is None else _ids("query_expansion", "outer", outer, n, crow.device)
     inner = zeros if inner is None else _ids("query_expansion", "inner", inner, n, crow.device)
-    return _as_csr(*op("query_expansion")(crow, col, val, rank, outer, inner, pool, pool if cap is None else cap))
+    return sparse_csr(*op("query_expansion")(crow, col, val, rank, outer, inner, pool, pool if cap is None else cap))
 
 
 def jaccard(v: Tensor, max_distance: float | None = None) -> Tensor:
@@ -137,7 +132,7 @@ def jaccard(v: Tensor, max_distance: float | None = None) -> Tensor:
     crow, col, val = _csr(v, "jaccard", "v")
     if max_distance is None:
         return op("jaccard_dense")(crow, col, val)
-    return _as_csr(*op("jaccard_sparse")(crow, col, val, float(max_distance)))
+    return sparse_csr(*op("jaccard_sparse")(crow, col, val, float(max_distance)))
 
 
 def _ids(fn: str, arg: str, ids: Tensor, n: int, device: torch.device) -> Tensor:
@@ -218,8 +213,9 @@ def jaccard_distance(
             raise ValueError(f"{fn}: k3 must be an int >= 1, got {k3!r}")
         cap, outer, inner = k2, zeros if mod is None else mod, cam
     if n == 0:
-        empty = torch.zeros(0, 0, dtype=torch.float32, device=x.device)
-        return empty if max_distance is None else empty.to_sparse_csr()
+        if max_distance is None:
+            return torch.zeros(0, 0, dtype=torch.float32, device=x.device)
+        return sparse_csr(zeros.new_zeros(1), zeros, zeros.to(torch.float32))
     if k1 >= n:
         raise ValueError(f"{fn}: k1 = {k1} must be smaller than the number of samples N = {n}")
     if pool >= n:
@@ -231,7 +227,7 @@ def jaccard_distance(
         crow, col, val = op("query_expansion")(crow, col, val, rank, outer, inner, pool, cap)
     if max_distance is None:
         return op("jaccard_dense")(crow, col, val)
-    return _as_csr(*op("jaccard_sparse")(crow, col, val, float(max_distance)))
+    return sparse_csr(*op("jaccard_sparse")(crow, col, val, float(max_distance)))
 
 
 # ------------------------------------------------------------------------------ fake kernels
