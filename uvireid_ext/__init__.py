@@ -25,6 +25,7 @@ from .ops.cluster import dbscan, dbscan_csr, segmented_kmeans  # noqa: E402
 from .ops.distance import jaccard, jaccard_distance, k_reciprocal_encode, knn, query_expansion  # noqa: E402
 from .ops.memory import SEGMENT_MODES, memory_update_, segment_reduce  # noqa: E402
 from .ops.mmd import MMD2Result, mmd2  # noqa: E402
+from .rerank import re_rank  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "memory_update_",
     "mmd2",
     "query_expansion",
+    "re_rank",
     "segment_reduce",
     "segmented_kmeans",
 ]

@@ -94,9 +94,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import warnings
 
     from .distributed import resolve_device
+    from .rerank import ReRank, check_settings
     from .train import extract_features, load_eval_set, load_model, run_protocol
 
     try:
+        rerank = ReRank(args.k1, args.k2, args.lambda_value) if args.rerank else None
+        if rerank is not None:  # cheap checks first: the sizes are checked once the features exist
+            check_settings("eval --rerank", sys.maxsize, args.k1, args.k2, args.lambda_value)
         device = resolve_device(args.device, "eval")
         model, cfg = load_model(args.checkpoint, str(device))
         d = cfg.data
@@ -117,10 +121,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"eval: {len(es.q_pid)} queries, {len(es.galleries)} gallery trial(s) in {time.perf_counter() - t:.1f} s",
               flush=True)
         res = run_protocol(es, lambda x, ir: extract_features(model, x, ir, device=device, batch=args.batch,
-                                                              flip=d.test_flip)).summary()
+                                                              flip=d.test_flip), rerank=rerank).summary()
     except (ValueError, FileNotFoundError, OSError) as e:
         return _fail(e)
     what = d.dataset if d.dataset == "sysu" else f"regdb trial {trial} {args.direction or 'v2t'}"
+    if args.rerank:
+        what += f", re-ranked (k1 {args.k1}, k2 {args.k2}, lambda {args.lambda_value})"
     print(f"{what} ({args.checkpoint}): R1 {100 * res['R1']:.2f}  R5 {100 * res['R5']:.2f}  "
           f"R10 {100 * res['R10']:.2f}  mAP {100 * res['mAP']:.2f}  mINP {100 * res['mINP']:.2f}")
     if args.json:
@@ -172,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch", type=int, default=256, help="images per extraction batch (default: 256)")
     p.add_argument("--json", default=None, help="also write the metrics (and CMC) to this JSON file")
+    p.add_argument("--rerank", action="store_true",
+                   help="rank by k-reciprocal re-ranked distances (Zhong et al. 2017; uvireid_ext.re_rank)")
+    p.add_argument("--k1", type=int, default=20, help="re-ranking: k-reciprocal neighbourhood (default: 20)")
+    p.add_argument("--k2", type=int, default=6, help="re-ranking: query expansion, 1 = none (default: 6)")
+    p.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
+                   help="re-ranking: weight of the original distance, in [0, 1] (default: 0.3)")
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("demo", help="train and evaluate every recipe on a synthetic SYSU-shaped set (CPU)",
                        description="Generate (or reuse) a synthetic SYSU-MM01-shaped set, train every recipe "

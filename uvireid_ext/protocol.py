@@ -18,6 +18,7 @@ from .data.sets import EvalSet, load_eval_set
 from .evaluate import EvalResult, average_trials, eval_regdb, eval_sysu, pairwise_distance
 from .features import extract_features
 from .modality import Modality
+from .rerank import ReRank
 
 __all__ = ["ProtocolResult", "evaluate_regdb", "evaluate_sysu", "run_protocol"]
 
@@ -40,10 +41,13 @@ class ProtocolResult:
                 "mAP": self.mean.mAP, "mINP": self.mean.mINP, "cmc": cmc}
 
 
-def run_protocol(es: EvalSet, extract: Extract, *, image_cmc: bool = False) -> ProtocolResult:
+def run_protocol(es: EvalSet, extract: Extract, *, image_cmc: bool = False, rerank: ReRank | None = None
+                 ) -> ProtocolResult:
     """Metrics of every gallery (trial) of the eval set against its queries, and their mean.
     ``extract(images, is_ir)`` gives the test features, L2-normalised here; the queries are extracted
-    once. ``image_cmc``: SYSU's image-level CMC instead of the identity-level one (RegDB's is image-level)."""
+    once. ``image_cmc``: SYSU's image-level CMC instead of the identity-level one (RegDB's is image-level).
+    ``rerank``: rank by k-reciprocal re-ranked distances (:func:`~uvireid_ext.re_rank`) instead of
+    minus the inner product."""
     def feats(images: Tensor, ir: bool) -> Tensor:
         return F.normalize(extract(images, torch.full((len(images),), ir)), dim=1)
 
@@ -51,7 +55,8 @@ def run_protocol(es: EvalSet, extract: Extract, *, image_cmc: bool = False) -> P
     qf = feats(es.query, query_ir)
     results: list[EvalResult] = []
     for g_img, g_pid, g_cam in es.galleries:
-        dm = pairwise_distance(qf, feats(g_img, not query_ir)).cpu()
+        gf = feats(g_img, not query_ir)
+        dm = (pairwise_distance(qf, gf) if rerank is None else rerank(qf, gf)).cpu()
         if es.dataset == "sysu":
             results.append(eval_sysu(dm, es.q_pid, g_pid, es.q_cam, g_cam, image_cmc=image_cmc))
         else:
@@ -71,16 +76,17 @@ def _extractor(model: torch.nn.Module, *, output: int | None, flip: bool, batch_
 def evaluate_sysu(model: torch.nn.Module, data_root: str, *, mode: str = "all", shot: int = 1,
                   trials: Iterable[int] = range(10), output: int | None = None, flip: bool = False,
                   batch_size: int = 64, device: torch.device | str | None = None, image_cmc: bool = False,
-                  height: int = IMG_HEIGHT, width: int = IMG_WIDTH,
-                  progress: bool = True) -> tuple[EvalResult, list[EvalResult]]:
+                  height: int = IMG_HEIGHT, width: int = IMG_WIDTH, progress: bool = True,
+                  rerank: ReRank | None = None) -> tuple[EvalResult, list[EvalResult]]:
     """The SYSU-MM01 test protocol for ``model`` (``TwoStreamNet`` or any ``model(x, flag)`` module, see
     :func:`~uvireid_ext.features.extract_features`): infrared queries (cam3 + cam6, extracted once), per
     trial a gallery drawn with the trial as seed (``shot`` images per identity and camera), images resized
-    to height × width. Returns (mean, per-trial results)."""
+    to height × width. ``rerank``: re-ranked distances (:class:`~uvireid_ext.rerank.ReRank`). Returns (mean,
+    per-trial results)."""
     trials = list(trials)
     es = load_eval_set("sysu", data_root, height, width, mode=mode, trials=trials, shot=shot)
     res = run_protocol(es, _extractor(model, output=output, flip=flip, batch_size=batch_size, device=device,
-                                      progress=progress, desc="sysu"), image_cmc=image_cmc)
+                                      progress=progress, desc="sysu"), image_cmc=image_cmc, rerank=rerank)
     for t, r in zip(trials, res.trials, strict=True):
         logger.info("sysu %s %d-shot trial %d: %s", mode, shot, t, r.summary())
     return res.mean, res.trials
@@ -89,11 +95,11 @@ def evaluate_sysu(model: torch.nn.Module, data_root: str, *, mode: str = "all", 
 def evaluate_regdb(model_for_trial: Callable[[int], torch.nn.Module], data_root: str, *,
                    trials: Iterable[int] = range(1, 11), direction: str = "v2t", output: int | None = None,
                    flip: bool = False, batch_size: int = 64, device: torch.device | str | None = None,
-                   height: int = IMG_HEIGHT, width: int = IMG_WIDTH,
-                   progress: bool = True) -> tuple[EvalResult, list[EvalResult]]:
+                   height: int = IMG_HEIGHT, width: int = IMG_WIDTH, progress: bool = True,
+                   rerank: ReRank | None = None) -> tuple[EvalResult, list[EvalResult]]:
     """The RegDB test protocol: for each trial t the model trained on split t (``model_for_trial(t)``),
     query / gallery the trial's visible / thermal test lists (``direction`` "v2t") or the reverse ("t2v").
-    Returns (mean, per-trial results)."""
+    ``rerank``: re-ranked distances (:class:`~uvireid_ext.rerank.ReRank`). Returns (mean, per-trial results)."""
     if direction not in ("v2t", "t2v"):
         raise ValueError(f"evaluate_regdb: direction must be 'v2t' or 't2v', got {direction!r}")
     per_trial = []
@@ -101,7 +107,7 @@ def evaluate_regdb(model_for_trial: Callable[[int], torch.nn.Module], data_root:
         es = load_eval_set("regdb", data_root, height, width, trial=trial, direction=direction)
         extract = _extractor(model_for_trial(trial), output=output, flip=flip, batch_size=batch_size,
                              device=device, progress=progress, desc=f"regdb trial {trial}")
-        r = run_protocol(es, extract).trials[0]
+        r = run_protocol(es, extract, rerank=rerank).trials[0]
         logger.info("regdb %s trial %d: %s", direction, trial, r.summary())
         per_trial.append(r)
     return average_trials(per_trial), per_trial
