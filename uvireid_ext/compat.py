@@ -3,7 +3,7 @@ results, so that switching is a change of one import line (docs/compat.md).
 
 - :func:`compute_jaccard_distance`: cluster-contrast's clustering distance (ADCA, PGM, MMM, ...).
 - :func:`re_ranking`: the classic k-reciprocal re-ranking from distance matrices (torchreid, AGW,
-  fast-reid, cluster-contrast's ``rerank.py``).
+  cluster-contrast's ``rerank.py``).
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ class _MatrixRows:
 
     def __init__(self, s: Tensor) -> None:
         self.s = s
-        self.n = s.shape[0]
+        self.n, self.device, self.pair_bytes = s.shape[0], s.device, 4
 
     def rows(self, start: int, stop: int) -> Tensor:
         return self.s[:, start:stop].T.contiguous()
 
-    def pairs(self, i: Tensor, j: Tensor) -> Tensor:
-        return self.s[j, i]
+    def gather(self, start: int, members: Tensor) -> Tensor:
+        own = torch.arange(start, start + len(members), device=members.device)[:, None]
+        return self.s[members.clamp_min(0), own]
 
 
 def _matrix(fn: str, name: str, m: object, shape: tuple[int, int]) -> Tensor:

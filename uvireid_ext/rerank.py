@@ -39,13 +39,15 @@ class SquaredRows(Protocol):
     """The squared distance matrix S, seen by rows of its transpose (row i: the distances to item i)."""
 
     n: int
+    device: torch.device
+    pair_bytes: int  # memory one gathered pair takes
 
     def rows(self, start: int, stop: int) -> Tensor:
         """Sᵀ[start:stop] as float32 [stop − start, n]."""
         ...
 
-    def pairs(self, i: Tensor, j: Tensor) -> Tensor:
-        """Sᵀ[i, j] elementwise, float32."""
+    def gather(self, start: int, members: Tensor) -> Tensor:
+        """Sᵀ[start + r, members[r, m]] as float32 [b, M] (entries where members < 0 are arbitrary)."""
         ...
 
 
@@ -58,29 +60,28 @@ class FeatureRows:
         self.metric = metric
         self.x = torch.nn.functional.normalize(x, dim=1) if metric == "cosine" else x
         self.sq = (self.x * self.x).sum(1)
-        self.n = x.shape[0]
+        self.n, self.device = x.shape[0], x.device
+        self.pair_bytes = 4 * x.shape[1]
 
     def _square(self, inner: Tensor, sq_i: Tensor, sq_j: Tensor) -> Tensor:
+        """In place: the metric's squared distance from the inner products."""
         if self.metric == "cosine":
-            return (1 - inner) ** 2
-        d2 = (sq_i + sq_j - 2 * inner).clamp_min_(0)
-        return d2 if self.metric == "euclidean" else d2 * d2
+            return inner.neg_().add_(1).square_()
+        d2 = inner.mul_(-2).add_(sq_j).add_(sq_i).clamp_min_(0)
+        return d2 if self.metric == "euclidean" else d2.square_()
 
     def rows(self, start: int, stop: int) -> Tensor:
-        inner = self.x[start:stop] @ self.x.T
-        out = self._square(inner, self.sq[start:stop, None], self.sq[None, :])
+        out = self._square(self.x[start:stop] @ self.x.T, self.sq[start:stop, None], self.sq[None, :])
         r = torch.arange(stop - start, device=out.device)
         out[r, r + start] = 0
         return out
 
-    def pairs(self, i: Tensor, j: Tensor) -> Tensor:
-        out = torch.empty(i.numel(), dtype=torch.float32, device=self.x.device)
-        step = max(1, _BLOCK_BYTES // (4 * max(1, self.x.shape[1])))
-        for s in range(0, i.numel(), step):
-            a, b = i[s : s + step], j[s : s + step]
-            inner = (self.x[a] * self.x[b]).sum(1)
-            out[s : s + step] = self._square(inner, self.sq[a], self.sq[b]).masked_fill_(a == b, 0)
-        return out
+    def gather(self, start: int, members: Tensor) -> Tensor:
+        idx = members.clamp_min(0)
+        inner = torch.bmm(self.x[idx], self.x[start : start + len(members), :, None]).squeeze(-1)
+        out = self._square(inner, self.sq[start : start + len(members), None], self.sq[idx])
+        own = torch.arange(start, start + len(members), device=out.device)[:, None]
+        return out.masked_fill_(members == own, 0)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def re_rank(query: Tensor, gallery: Tensor, k1: int = 20, k2: int = 6, lambda_va
     """k-reciprocal re-ranked distances between query and gallery features.
 
     Equal, up to float32 rounding and the order of exact ties, to the classic ``re_ranking`` (the one
-    torchreid, AGW and fast-reid copy) applied to the metric's query–gallery, query–query and
+    torchreid and AGW copy) applied to the metric's query–gallery, query–query and
     gallery–gallery distance matrices; no (Q + G)² matrix is built.
 
     Args:
@@ -192,13 +193,18 @@ def _encode(src: SquaredRows, rank: Tensor, scale: Tensor, k1: int) -> tuple[Ten
         dup[:, 1:] = members[:, 1:] == members[:, :-1]
         parts.append(torch.where(dup, -1, members))
     members = torch.cat(parts)
+    members, _ = members.sort(1, descending=True)  # valid first, then −1 padding
+    width = int((members >= 0).sum(1).max()) if n else 0
+    members = members[:, :width].flip(1)  # ascending, padding first
     valid = members >= 0
     counts = valid.sum(1)
-    row = torch.arange(n, device=dev).repeat_interleave(counts)
+    weight = torch.zeros(members.shape, device=dev)
+    step = max(1, _BLOCK_BYTES // (src.pair_bytes * max(1, width)))
+    for s in range(0, n, step):
+        w = src.gather(s, members[s : s + step]) / scale[s : s + step, None]
+        weight[s : s + step] = torch.where(valid[s : s + step], torch.exp(-w), 0)
+    val = (weight / weight.sum(1, keepdim=True))[valid]
     col = members[valid]  # row-major: sorted within each row
-    weight = torch.exp(-(src.pairs(row, col) / scale[row]))
-    total = torch.zeros(n, device=dev).index_add_(0, row, weight)
-    val = weight / total[row]
     crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     crow[1:] = counts.cumsum(0)
     return crow, col, val
@@ -233,23 +239,21 @@ def _jaccard_rows(crow: Tensor, col: Tensor, val: Tensor, q: int, start: int, st
 
 def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float, fn: str) -> Tensor:
     """The re-ranked [Q, G] distances of the first q items against the rest, from a source of Sᵀ rows."""
-    n = src.n
-    probe = src.rows(0, 1)
-    dev = probe.device
+    n, dev = src.n, src.device
     block = max(1, _BLOCK_BYTES // (4 * n))
     depth = max(k1 + 1, k2)
     rank = torch.empty(n, depth, dtype=torch.int64, device=dev)
     scale = torch.empty(n, device=dev)
     for s in range(0, n, block):
         e = min(n, s + block)
-        rows = probe if (s, e) == (0, 1) else src.rows(s, e)
-        scale[s:e] = rows.max(1).values
+        rows = src.rows(s, e)
+        scale[s:e] = rows.amax(1)
         if not bool((scale[s:e] > 0).all()):
             i = s + int((scale[s:e] <= 0).nonzero()[0])
             raise ValueError(f"{fn}: every distance to item {i} is 0 (all items identical), so the column-max "
                              "normalisation of the method is undefined")
-        w = rows / scale[s:e, None]
-        rank[s:e] = torch.topk(w, depth, dim=1, largest=False, sorted=True).indices
+        # W's row is this row over a positive constant: a monotone map, so S's order is W's order
+        rank[s:e] = torch.topk(rows, depth, dim=1, largest=False, sorted=True).indices
     crow, col, val = _encode(src, rank, scale, k1)
     if k2 != 1:
         zeros = torch.zeros(n, dtype=torch.int64, device=dev)
