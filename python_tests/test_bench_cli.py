@@ -40,7 +40,7 @@ def run_cli(args: list[str]) -> int:
 
 
 def test_every_benchmark_is_listed() -> None:
-    assert NAMES == ["cluster", "distance", "eval", "memory", "mmd", "train"]
+    assert NAMES == ["cluster", "distance", "eval", "memory", "mmd", "rerank", "train"]
 
 
 @pytest.mark.parametrize("name", NAMES)
