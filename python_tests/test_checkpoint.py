@@ -1,8 +1,10 @@
-"""checkpoint.py: atomic writes, the resume check, and the run state's pieces (labels, memories, RNG)."""
+"""checkpoint.py: atomic writes, the resume check, the run state's pieces (labels, memories, RNG), the log
+kept in step with the checkpoint."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 
@@ -19,6 +21,7 @@ from uvireid_ext.checkpoint import (
     memories_from_state,
     memories_state,
     read_checkpoint,
+    reconcile_log,
     restore_rng,
     rng_state,
 )
@@ -132,3 +135,48 @@ def test_labels_memories_and_rng_round_trip(tmp_path) -> None:
     restore_rng(state, False)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def _line(epoch: int, loss: float = 1.0) -> str:
+    return json.dumps({"epoch": epoch, "loss": {"nce": loss}})
+
+
+def test_reconcile_log_makes_the_log_hold_the_checkpoint_lines(tmp_path) -> None:
+    path = str(tmp_path / "log.jsonl")
+    kept = [_line(0), _line(1), _line(2)]
+    # absent file: every line comes back
+    assert reconcile_log(path, kept, 3)[1] is not None
+    assert open(path).read() == "".join(x + "\n" for x in kept)
+    # the same content: nothing is written
+    os.utime(path, (0, 0))
+    assert reconcile_log(path, kept, 3) == (kept, None)
+    assert os.stat(path).st_mtime == 0
+    # a kill between the checkpoint and the append: the last line is missing
+    open(path, "w").write(kept[0] + "\n" + kept[1] + "\n")
+    lines, change = reconcile_log(path, kept, 3)
+    assert lines == kept and "dropped 0 line(s)" in change and "restored 1 line(s)" in change
+    assert open(path).read().splitlines() == kept
+    # lines of epochs the checkpoint does not have, and a torn last line, go
+    open(path, "w").write("".join(x + "\n" for x in [*kept, _line(3), _line(4)]) + '{"epoch": 5, "lo')
+    lines, change = reconcile_log(path, kept, 3)
+    assert "dropped 3 line(s)" in change and "restored 0 line(s)" in change
+    assert open(path).read().splitlines() == kept
+    # a line of an epoch the checkpoint has, but with other content (an earlier run's), is replaced
+    open(path, "w").write("".join(x + "\n" for x in [kept[0], _line(1, 2.0), kept[2]]))
+    assert "dropped 1 line(s)" in reconcile_log(path, kept, 3)[1]
+    assert open(path).read().splitlines() == kept
+    assert os.listdir(tmp_path) == ["log.jsonl"]  # the atomic rewrite left no temporary
+
+
+def test_reconcile_log_of_a_checkpoint_without_log_lines(tmp_path) -> None:
+    # a checkpoint written before checkpoints kept the log: the lines of its epochs stay, later ones go,
+    # and what cannot be restored is named
+    path = str(tmp_path / "log.jsonl")
+    open(path, "w").write("".join(x + "\n" for x in [_line(0), _line(1), _line(2)]))
+    assert reconcile_log(path, None, 3) == ([_line(0), _line(1), _line(2)], None)
+    lines, change = reconcile_log(path, None, 2)
+    assert lines == [_line(0), _line(1)] and "dropped 1 line(s)" in change
+    assert open(path).read().splitlines() == lines
+    open(path, "w").write(_line(0) + "\n")
+    lines, change = reconcile_log(path, None, 2)
+    assert lines == [_line(0)] and "lines of epochs [1] cannot be restored" in change

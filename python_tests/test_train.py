@@ -107,6 +107,40 @@ def test_resume_is_exact(data, tmp_path) -> None:
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["ari"] == lb[1]["ari"]
 
 
+TIMING = ("time", "train_img_per_s")
+
+
+def log_records(path) -> list[dict]:
+    """The lines of a log.jsonl without their timing fields."""
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in open(path)]
+
+
+def test_resume_restores_the_log_line_a_kill_lost(data, tmp_path, monkeypatch) -> None:
+    # a stop after the checkpoint of epoch 0 but before its log line (a kill between the two writes)
+    Trainer(small_config("baseline", str(tmp_path / "a"), epochs=2), *data).fit()
+    cfg = small_config("baseline", str(tmp_path / "b"), epochs=2)
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_write_log", lambda self: _stop_after_first({}))
+        with pytest.raises(Interrupt):
+            Trainer(cfg, *data).fit()
+    assert not (tmp_path / "b" / "log.jsonl").exists()
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    cfg.run.resume = True
+    resumed = Trainer(cfg, *data)
+    assert log_records(tmp_path / "b" / "log.jsonl") == log_records(tmp_path / "a" / "log.jsonl")[:1]
+    resumed.fit()
+    assert log_records(tmp_path / "b" / "log.jsonl") == log_records(tmp_path / "a" / "log.jsonl")
+
+
+def test_a_new_run_replaces_an_earlier_log_at_its_first_epoch(data, tmp_path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"epoch": 0, "recipe": "mmm"}\n{"epoch": 1, "recipe": "mmm"}\n')
+    Trainer(small_config("baseline", str(out)), *data).fit()
+    (line,) = open(out / "log.jsonl").read().splitlines()
+    assert json.loads(line)["recipe"] == "baseline"
+
+
 def test_resume_with_more_epochs_continues_the_schedule(data, tmp_path) -> None:
     # the extended run keeps the stage epochs of its first 1-epoch run, so it equals a straight 2-epoch
     # run with those stages

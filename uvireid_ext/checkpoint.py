@@ -1,11 +1,15 @@
 """Checkpoint I/O of a training run: atomic writes, the run state's pieces (labels, memories, RNG
-streams), the resume check, and the model of a finished run."""
+streams), the resume check, the log kept in step with the checkpoint, and the model of a finished run."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+from collections import Counter
+from collections.abc import Callable
+from typing import IO
 
 import numpy as np
 import torch
@@ -17,6 +21,7 @@ from .model import TwoStreamNet, build_model
 
 __all__ = [
     "atomic_save",
+    "atomic_write_text",
     "check_resumed_config",
     "extend_schedule",
     "labels_from_state",
@@ -25,25 +30,74 @@ __all__ = [
     "memories_from_state",
     "memories_state",
     "read_checkpoint",
+    "reconcile_log",
     "saved_config",
     "restore_rng",
     "rng_state",
 ]
 
 
-def atomic_save(obj: object, path: str) -> None:
-    """Write to a temporary file, flush it to disk, then rename over ``path``: a crash leaves either
-    the old checkpoint or the new one, never a torn file."""
+def _atomic_write(path: str, mode: str, write: Callable[[IO], None]) -> None:
+    """Write to ``<path>.tmp.<pid>``, flush it to disk, then rename over ``path``: a crash leaves either
+    the old file or the new one, never a torn one."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj: object, path: str) -> None:
+    """``torch.save`` to ``path``, atomically."""
+    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    """``text`` to ``path``, atomically."""
+    _atomic_write(path, "w", lambda f: f.write(text))
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a log line; None for a torn or foreign line."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec.get("epoch") if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) else None
+
+
+def reconcile_log(path: str, lines: list[str] | None, epoch: int) -> tuple[list[str], str | None]:
+    """Make the log at ``path`` hold exactly the log lines a checkpoint of ``epoch`` epochs keeps
+    (``lines``, one per epoch), rewriting it atomically when it differs: lines of epochs the checkpoint
+    does not have (or torn ones) go, lines it has but the file lacks come back. ``lines`` None (a
+    checkpoint written before checkpoints kept the log): the file's lines of epochs below ``epoch`` stay.
+    Returns (the log lines, what was changed or None)."""
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    present = text.splitlines()
+    missing = None
+    if lines is None:
+        lines = [x for x in present if (e := _epoch_of(x)) is not None and e < epoch]
+        lost = sorted(set(range(epoch)) - {_epoch_of(x) for x in lines})
+        if lost:
+            missing = (f"the checkpoint keeps no log lines (an older version wrote it), so the lines of epochs "
+                       f"{lost} cannot be restored to {path}")
+    want = "".join(x + "\n" for x in lines)
+    if text == want:
+        return lines, missing
+    common = sum((Counter(present) & Counter(lines)).values())
+    atomic_write_text(want, path)
+    change = (f"{path} reconciled with the checkpoint ({epoch} epochs): dropped {len(present) - common} "
+              f"line(s) of epochs the checkpoint does not have (or torn), restored {len(lines) - common} "
+              f"line(s) the log lacked")
+    return lines, change if missing is None else f"{change}; {missing}"
 
 
 # numpy's RNG state is an array: the only non-tensor type a checkpoint holds, allowed by name so that
