@@ -1,5 +1,5 @@
 """checkpoint.py: atomic writes, the resume check, the run state's pieces (labels, memories, RNG), the log
-kept in step with the checkpoint."""
+kept in step with the checkpoint, stale temporaries."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from uvireid_ext.checkpoint import (
     memories_state,
     read_checkpoint,
     reconcile_log,
+    remove_stale_temporaries,
     restore_rng,
     rng_state,
 )
@@ -180,3 +183,32 @@ def test_reconcile_log_of_a_checkpoint_without_log_lines(tmp_path) -> None:
     open(path, "w").write(_line(0) + "\n")
     lines, change = reconcile_log(path, None, 2)
     assert lines == [_line(0)] and "lines of epochs [1] cannot be restored" in change
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_remove_stale_temporaries_of_dead_writers_only(tmp_path) -> None:
+    dead = _dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # our own pid: this process has written nothing yet, so the file is a dead writer's (a reused pid)
+        names = {"dead": f"checkpoint.pt.tmp.{dead}", "ours": f"checkpoint.pt.tmp.{os.getpid()}",
+                 "zero": "checkpoint.pt.tmp.0", "log": f"log.jsonl.tmp.{dead}",
+                 "live": f"checkpoint.pt.tmp.{live.pid}", "other_file": f"other.pt.tmp.{dead}",
+                 "not_a_pid": "checkpoint.pt.tmp.x1", "suffix": f"checkpoint.pt.tmp.{dead}.bak"}
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        (tmp_path / "checkpoint.pt").write_bytes(b"whole")
+        removed, kept = remove_stale_temporaries(str(tmp_path), ("checkpoint.pt", "log.jsonl"))
+        assert sorted(removed) == sorted(str(tmp_path / names[k]) for k in ("dead", "ours", "zero", "log"))
+        assert kept == [str(tmp_path / names["live"])]
+        assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint.pt", *(names[k] for k in (
+            "live", "other_file", "not_a_pid", "suffix"))])
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_stale_temporaries(str(tmp_path / "absent"), ("checkpoint.pt",)) == ([], [])

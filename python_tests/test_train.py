@@ -1,8 +1,10 @@
 """The training loop on a tiny synthetic SYSU-shaped set (16x32 images, the small backbone, 1 thread)."""
 
 import json
+import logging
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -139,6 +141,16 @@ def test_a_new_run_replaces_an_earlier_log_at_its_first_epoch(data, tmp_path) ->
     Trainer(small_config("baseline", str(out)), *data).fit()
     (line,) = open(out / "log.jsonl").read().splitlines()
     assert json.loads(line)["recipe"] == "baseline"
+
+
+def test_start_removes_temporaries_of_killed_writers(data, tmp_path, caplog) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a writer that is gone
+    tmp_path.joinpath(f"checkpoint.pt.tmp.{proc.pid}").write_bytes(b"torn")
+    with caplog.at_level(logging.WARNING, logger="uvireid_ext.train"):
+        Trainer(small_config("baseline", str(tmp_path)), *data)
+    assert not tmp_path.joinpath(f"checkpoint.pt.tmp.{proc.pid}").exists()
+    assert f"removed 1 temporary file(s) of a writer killed while saving: {tmp_path}" in caplog.text
 
 
 def test_resume_with_more_epochs_continues_the_schedule(data, tmp_path) -> None:

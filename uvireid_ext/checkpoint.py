@@ -1,5 +1,6 @@
 """Checkpoint I/O of a training run: atomic writes, the run state's pieces (labels, memories, RNG
-streams), the resume check, the log kept in step with the checkpoint, and the model of a finished run."""
+streams), the resume check, the log kept in step with the checkpoint, stale temporaries of killed
+writers, and the model of a finished run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import IO
@@ -31,6 +33,7 @@ __all__ = [
     "memories_state",
     "read_checkpoint",
     "reconcile_log",
+    "remove_stale_temporaries",
     "saved_config",
     "restore_rng",
     "rng_state",
@@ -39,7 +42,8 @@ __all__ = [
 
 def _atomic_write(path: str, mode: str, write: Callable[[IO], None]) -> None:
     """Write to ``<path>.tmp.<pid>``, flush it to disk, then rename over ``path``: a crash leaves either
-    the old file or the new one, never a torn one."""
+    the old file or the new one, never a torn one (a kill inside leaves the temporary:
+    :func:`remove_stale_temporaries`)."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, mode) as f:
@@ -60,6 +64,43 @@ def atomic_save(obj: object, path: str) -> None:
 def atomic_write_text(text: str, path: str) -> None:
     """``text`` to ``path``, atomically."""
     _atomic_write(path, "w", lambda f: f.write(text))
+
+
+_TEMPORARY = re.compile(r"(?P<name>.+)\.tmp\.(?P<pid>[0-9]+)")
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether ``pid`` may still be writing. Our own pid cannot be: this process has written nothing yet
+    (a reused pid, common in containers); pid 0 is no process (``os.kill(0, ...)`` would mean our group)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Remove the ``<name>.tmp.<pid>`` files (``name`` one of ``names``) in ``folder`` that a writer killed
+    inside :func:`atomic_save` left: those whose pid is no live process, or is ours. Returns (removed,
+    kept: a live process other than this one has that pid and may be writing)."""
+    removed, kept = [], []
+    for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        m = _TEMPORARY.fullmatch(entry)
+        path = os.path.join(folder, entry)
+        if m is None or m["name"] not in names or not os.path.isfile(path):
+            continue
+        if _writer_alive(int(m["pid"])):
+            kept.append(path)
+        else:
+            os.remove(path)
+            removed.append(path)
+    return removed, kept
 
 
 def _epoch_of(line: str) -> int | None:

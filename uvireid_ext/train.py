@@ -25,7 +25,9 @@ The log follows the checkpoint: the checkpoint keeps every log line of its epoch
 hold exactly those lines on resume (lines of epochs the checkpoint does not have, or a torn last line, are
 dropped; a line the checkpoint has but the log lacks, after a kill between the two writes, is restored)
 and at a new run's first epoch (an earlier run's lines in the folder go). So after any kill and resume
-the log equals an uninterrupted run's, apart from the timing fields of the epochs run again.
+the log equals an uninterrupted run's, apart from the timing fields of the epochs run again. A kill inside
+an atomic write leaves ``checkpoint.pt.tmp.<pid>`` (or ``log.jsonl.tmp.<pid>``); every start removes
+those of writers that are no longer alive, and logs it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from .checkpoint import (
     memories_state,
     read_checkpoint,
     reconcile_log,
+    remove_stale_temporaries,
     restore_rng,
     rng_state,
 )
@@ -158,6 +161,7 @@ class Trainer:
         self.writer = None
         if self.rank == 0:
             os.makedirs(self.out, exist_ok=True)
+            self._remove_stale_temporaries()
             save_config(cfg, os.path.join(self.out, "config.json"))
             if cfg.run.tensorboard:
                 try:
@@ -427,6 +431,16 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 **memories_state(self.memories), "fixed_labels": labels_state(self.fixed_labels),
                 "rng": rng_state(self.cuda), "log": list(self.log_lines)}
+
+    def _remove_stale_temporaries(self) -> None:
+        """A writer killed inside an atomic write leaves ``<file>.tmp.<pid>`` in the run folder: remove those
+        of dead writers, and say which ones a live process other than this one may still be writing."""
+        removed, kept = remove_stale_temporaries(self.out, ("checkpoint.pt", "log.jsonl"))
+        if removed:
+            logger.warning("train: removed %d temporary file(s) of a writer killed while saving: %s", len(removed),
+                           ", ".join(removed))
+        for path in kept:
+            logger.warning("train: left %s: its process is alive (another run writing into %s?)", path, self.out)
 
     def save_checkpoint(self, path: str) -> None:
         atomic_save(self.state(), path)
