@@ -17,6 +17,8 @@ import torch
 from uvireid_ext.checkpoint import (
     atomic_save,
     check_resumed_config,
+    execution,
+    execution_changes,
     extend_schedule,
     labels_from_state,
     labels_state,
@@ -212,3 +214,14 @@ def test_remove_stale_temporaries_of_dead_writers_only(tmp_path) -> None:
         live.kill()
         live.wait()
     assert remove_stale_temporaries(str(tmp_path / "absent"), ("checkpoint.pt",)) == ([], [])
+
+
+def test_execution_changes_name_threads_and_device() -> None:
+    cpu = torch.device("cpu")
+    assert execution(3, cpu) == {"threads": 3, "device": "cpu"}
+    assert execution_changes(execution(1, cpu), execution(1, cpu)) == []
+    assert execution_changes(execution(1, cpu), execution(2, cpu)) == ["threads 1 -> 2"]
+    gpu = {"threads": 1, "device": "NVIDIA H200"}
+    assert execution_changes(gpu, execution(1, cpu)) == ["device 'NVIDIA H200' -> 'cpu'"]
+    # nothing recorded (a checkpoint of an older version, or no thread count configured): nothing to compare
+    assert execution_changes(None, execution(2, cpu)) == execution_changes({"threads": None}, execution(2, cpu)) == []

@@ -25,6 +25,8 @@ __all__ = [
     "atomic_save",
     "atomic_write_text",
     "check_resumed_config",
+    "execution",
+    "execution_changes",
     "extend_schedule",
     "labels_from_state",
     "labels_state",
@@ -169,6 +171,18 @@ def read_checkpoint(path: str, who: str = "train", keys: tuple[str, ...] = RESUM
         raise ValueError(f"{who}: {path} is not a uvireid_ext training checkpoint: it lacks {missing} "
                          f"(it holds {what})")
     return st
+
+
+def execution(threads: int, device: torch.device) -> dict:
+    """What a checkpoint records of how its process ran: CPU threads and the device (a GPU by its model)."""
+    return {"threads": threads, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+
+
+def execution_changes(saved: dict | None, now: dict) -> list[str]:
+    """How this process runs a resumed run differently (``execution``) from the one that wrote the
+    checkpoint. Float reductions depend on both, so such a resume continues the run, but not bit-exactly."""
+    saved = saved or {}
+    return [f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if saved.get(k) is not None and saved[k] != now[k]]
 
 
 def saved_config(st: dict, path: str, who: str = "train") -> Config:

@@ -18,8 +18,10 @@ Every epoch atomically replaces ``<output>/checkpoint.pt``, then appends one JSO
 ``<output>/log.jsonl`` (time of each phase, ARI, cluster counts, losses, metrics); ``resume`` continues from
 the checkpoint with the same model, optimiser, scheduler, memories, RNG states and epoch. The per-epoch
 random streams (batch sampling, augmentation) are derived from (seed, rank, epoch), so a resumed run draws
-exactly what an uninterrupted one would. An epoch whose clustering finds no cluster is logged
-(``"event": "no_cluster"``), skips its iterations, and the run goes on.
+exactly what an uninterrupted one would, bit for bit on the same thread count and device (a resume on
+another one goes on, with a warning that it is no longer bit-exact: float reductions depend on both). An
+epoch whose clustering finds no cluster is logged (``"event": "no_cluster"``), skips its iterations, and
+the run goes on.
 
 The log follows the checkpoint: the checkpoint keeps every log line of its epochs, and the log is made to
 hold exactly those lines on resume (lines of epochs the checkpoint does not have, or a torn last line, are
@@ -49,6 +51,8 @@ from torch import Tensor
 from .checkpoint import (
     atomic_save,
     check_resumed_config,
+    execution,
+    execution_changes,
     extend_schedule,
     labels_from_state,
     labels_state,
@@ -430,7 +434,8 @@ class Trainer:
         return {"epoch": self.epoch, "config": dataclasses.asdict(self.cfg), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 **memories_state(self.memories), "fixed_labels": labels_state(self.fixed_labels),
-                "rng": rng_state(self.cuda), "log": list(self.log_lines)}
+                "rng": rng_state(self.cuda), "log": list(self.log_lines),
+                "execution": execution(torch.get_num_threads(), self.device)}
 
     def _remove_stale_temporaries(self) -> None:
         """A writer killed inside an atomic write leaves ``<file>.tmp.<pid>`` in the run folder: remove those
@@ -468,6 +473,14 @@ class Trainer:
         self.memories = memories_from_state(st, cfg.recipe.temp, self.device)
         self.fixed_labels = labels_from_state(st["fixed_labels"], self.device)
         restore_rng(st["rng"], self.cuda)
+        # a checkpoint from before the execution entry: its configured thread count, when one was set
+        changes = execution_changes(st.get("execution", {"threads": st["config"]["run"].get("threads")}),
+                                    execution(torch.get_num_threads(), self.device))
+        if changes:
+            warnings.warn(f"train: resuming {path} with {'; '.join(changes)} (checkpoint -> now): float reductions "
+                          "depend on the CPU thread count and the device, so the continuation is no longer bit-exact "
+                          "with an uninterrupted run (for that, resume with the checkpoint's --threads and device)",
+                          stacklevel=3)
         self.log_lines = list(st["log"]) if "log" in st else []
         if self.rank == 0:
             self.log_lines, change = reconcile_log(os.path.join(self.out, "log.jsonl"), st.get("log"), self.epoch)
