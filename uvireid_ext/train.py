@@ -406,17 +406,16 @@ class Trainer:
         return history
 
     def _write_log(self) -> None:
-        """Append the last line to log.jsonl, or, while the file may not hold exactly the earlier lines (a
-        new run in a folder with an earlier run's log), rewrite it with all of them."""
+        """Append the last line to log.jsonl; at a new run's first epoch, first make the file hold exactly the
+        earlier lines (none: an earlier run's log in the folder goes)."""
         path = os.path.join(self.out, "log.jsonl")
-        if self._log_in_step:
-            with open(path, "a") as f:
-                f.write(self.log_lines[-1] + "\n")
-            return
-        _, change = reconcile_log(path, self.log_lines, self.epoch)
-        if change:
-            logger.warning("train: %s", change)
-        self._log_in_step = True
+        if not self._log_in_step:
+            _, change = reconcile_log(path, self.log_lines[:-1], self.epoch - 1)
+            if change:
+                logger.warning("train: %s", change)
+            self._log_in_step = True
+        with open(path, "a") as f:
+            f.write(self.log_lines[-1] + "\n")
 
     def _tensorboard(self, rec: dict) -> None:
         e = rec["epoch"]
