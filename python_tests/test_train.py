@@ -135,13 +135,18 @@ def test_resume_restores_the_log_line_a_kill_lost(data, tmp_path, monkeypatch) -
     assert log_records(tmp_path / "b" / "log.jsonl") == log_records(tmp_path / "a" / "log.jsonl")
 
 
-def test_a_new_run_replaces_an_earlier_log_at_its_first_epoch(data, tmp_path) -> None:
+def test_a_new_run_replaces_an_earlier_log_at_its_first_epoch(data, tmp_path, caplog) -> None:
     out = tmp_path / "o"
     out.mkdir()
     (out / "log.jsonl").write_text('{"epoch": 0, "recipe": "mmm"}\n{"epoch": 1, "recipe": "mmm"}\n')
-    Trainer(small_config("baseline", str(out)), *data).fit()
-    (line,) = open(out / "log.jsonl").read().splitlines()
-    assert json.loads(line)["recipe"] == "baseline"
+    with caplog.at_level(logging.WARNING, logger="uvireid_ext.train"):
+        Trainer(small_config("baseline", str(out), epochs=2), *data).fit()
+    assert [json.loads(x)["recipe"] for x in open(out / "log.jsonl")] == ["baseline", "baseline"]
+    assert caplog.text.count("reconciled with the checkpoint") == 1 and "dropped 2 line(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="uvireid_ext.train"):  # a fresh folder: nothing to say
+        Trainer(small_config("baseline", str(tmp_path / "fresh")), *data).fit()
+    assert "reconciled" not in caplog.text
 
 
 def test_start_removes_temporaries_of_killed_writers(data, tmp_path, caplog) -> None:
