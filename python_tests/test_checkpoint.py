@@ -1,10 +1,14 @@
-"""checkpoint.py: atomic writes, the resume check, and the run state's pieces (labels, memories, RNG)."""
+"""checkpoint.py: atomic writes, the resume check, the run state's pieces (labels, memories, RNG), the log
+kept in step with the checkpoint, stale temporaries."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,12 +17,16 @@ import torch
 from uvireid_ext.checkpoint import (
     atomic_save,
     check_resumed_config,
+    execution,
+    execution_changes,
     extend_schedule,
     labels_from_state,
     labels_state,
     memories_from_state,
     memories_state,
     read_checkpoint,
+    reconcile_log,
+    remove_stale_temporaries,
     restore_rng,
     rng_state,
 )
@@ -132,3 +140,88 @@ def test_labels_memories_and_rng_round_trip(tmp_path) -> None:
     restore_rng(state, False)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def _line(epoch: int, loss: float = 1.0) -> str:
+    return json.dumps({"epoch": epoch, "loss": {"nce": loss}})
+
+
+def test_reconcile_log_makes_the_log_hold_the_checkpoint_lines(tmp_path) -> None:
+    path = str(tmp_path / "log.jsonl")
+    kept = [_line(0), _line(1), _line(2)]
+    # absent file: every line comes back
+    assert reconcile_log(path, kept, 3)[1] is not None
+    assert open(path).read() == "".join(x + "\n" for x in kept)
+    # the same content: nothing is written
+    os.utime(path, (0, 0))
+    assert reconcile_log(path, kept, 3) == (kept, None)
+    assert os.stat(path).st_mtime == 0
+    # a kill between the checkpoint and the append: the last line is missing
+    open(path, "w").write(kept[0] + "\n" + kept[1] + "\n")
+    lines, change = reconcile_log(path, kept, 3)
+    assert lines == kept and "dropped 0 line(s)" in change and "restored 1 line(s)" in change
+    assert open(path).read().splitlines() == kept
+    # lines of epochs the checkpoint does not have, and a torn last line, go
+    open(path, "w").write("".join(x + "\n" for x in [*kept, _line(3), _line(4)]) + '{"epoch": 5, "lo')
+    lines, change = reconcile_log(path, kept, 3)
+    assert "dropped 3 line(s)" in change and "restored 0 line(s)" in change
+    assert open(path).read().splitlines() == kept
+    # a line of an epoch the checkpoint has, but with other content (an earlier run's), is replaced
+    open(path, "w").write("".join(x + "\n" for x in [kept[0], _line(1, 2.0), kept[2]]))
+    assert "dropped 1 line(s)" in reconcile_log(path, kept, 3)[1]
+    assert open(path).read().splitlines() == kept
+    assert os.listdir(tmp_path) == ["log.jsonl"]  # the atomic rewrite left no temporary
+
+
+def test_reconcile_log_of_a_checkpoint_without_log_lines(tmp_path) -> None:
+    # a checkpoint written before checkpoints kept the log: the lines of its epochs stay, later ones go,
+    # and what cannot be restored is named
+    path = str(tmp_path / "log.jsonl")
+    open(path, "w").write("".join(x + "\n" for x in [_line(0), _line(1), _line(2)]))
+    assert reconcile_log(path, None, 3) == ([_line(0), _line(1), _line(2)], None)
+    lines, change = reconcile_log(path, None, 2)
+    assert lines == [_line(0), _line(1)] and "dropped 1 line(s)" in change
+    assert open(path).read().splitlines() == lines
+    open(path, "w").write(_line(0) + "\n")
+    lines, change = reconcile_log(path, None, 2)
+    assert lines == [_line(0)] and "lines of epochs [1] cannot be restored" in change
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_remove_stale_temporaries_of_dead_writers_only(tmp_path) -> None:
+    dead = _dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # our own pid: this process has written nothing yet, so the file is a dead writer's (a reused pid)
+        names = {"dead": f"checkpoint.pt.tmp.{dead}", "ours": f"checkpoint.pt.tmp.{os.getpid()}",
+                 "zero": "checkpoint.pt.tmp.0", "log": f"log.jsonl.tmp.{dead}",
+                 "live": f"checkpoint.pt.tmp.{live.pid}", "other_file": f"other.pt.tmp.{dead}",
+                 "not_a_pid": "checkpoint.pt.tmp.x1", "suffix": f"checkpoint.pt.tmp.{dead}.bak"}
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        (tmp_path / "checkpoint.pt").write_bytes(b"whole")
+        removed, kept = remove_stale_temporaries(str(tmp_path), ("checkpoint.pt", "log.jsonl"))
+        assert sorted(removed) == sorted(str(tmp_path / names[k]) for k in ("dead", "ours", "zero", "log"))
+        assert kept == [str(tmp_path / names["live"])]
+        assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint.pt", *(names[k] for k in (
+            "live", "other_file", "not_a_pid", "suffix"))])
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_stale_temporaries(str(tmp_path / "absent"), ("checkpoint.pt",)) == ([], [])
+
+
+def test_execution_changes_name_threads_and_device() -> None:
+    cpu = torch.device("cpu")
+    assert execution(3, cpu) == {"threads": 3, "device": "cpu"}
+    assert execution_changes(execution(1, cpu), execution(1, cpu)) == []
+    assert execution_changes(execution(1, cpu), execution(2, cpu)) == ["threads 1 -> 2"]
+    gpu = {"threads": 1, "device": "NVIDIA H200"}
+    assert execution_changes(gpu, execution(1, cpu)) == ["device 'NVIDIA H200' -> 'cpu'"]
+    # nothing recorded (a checkpoint of an older version, or no thread count configured): nothing to compare
+    assert execution_changes(None, execution(2, cpu)) == execution_changes({"threads": None}, execution(2, cpu)) == []

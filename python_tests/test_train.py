@@ -1,9 +1,12 @@
 """The training loop on a tiny synthetic SYSU-shaped set (16x32 images, the small backbone, 1 thread)."""
 
 import json
+import logging
 import os
 import shutil
+import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -105,6 +108,72 @@ def test_resume_is_exact(data, tmp_path) -> None:
     la = [json.loads(x) for x in open(tmp_path / "a" / "log.jsonl")]
     lb = [json.loads(x) for x in open(tmp_path / "b" / "log.jsonl")]
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["ari"] == lb[1]["ari"]
+
+
+TIMING = ("time", "train_img_per_s")
+
+
+def log_records(path) -> list[dict]:
+    """The lines of a log.jsonl without their timing fields."""
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in open(path)]
+
+
+def test_resume_restores_the_log_line_a_kill_lost(data, tmp_path, monkeypatch) -> None:
+    # a stop after the checkpoint of epoch 0 but before its log line (a kill between the two writes)
+    Trainer(small_config("baseline", str(tmp_path / "a"), epochs=2), *data).fit()
+    cfg = small_config("baseline", str(tmp_path / "b"), epochs=2)
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_write_log", lambda self: _stop_after_first({}))
+        with pytest.raises(Interrupt):
+            Trainer(cfg, *data).fit()
+    assert not (tmp_path / "b" / "log.jsonl").exists()
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    cfg.run.resume = True
+    resumed = Trainer(cfg, *data)
+    assert log_records(tmp_path / "b" / "log.jsonl") == log_records(tmp_path / "a" / "log.jsonl")[:1]
+    resumed.fit()
+    assert log_records(tmp_path / "b" / "log.jsonl") == log_records(tmp_path / "a" / "log.jsonl")
+
+
+def test_a_new_run_replaces_an_earlier_log_at_its_first_epoch(data, tmp_path, caplog) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"epoch": 0, "recipe": "mmm"}\n{"epoch": 1, "recipe": "mmm"}\n')
+    with caplog.at_level(logging.WARNING, logger="uvireid_ext.train"):
+        Trainer(small_config("baseline", str(out), epochs=2), *data).fit()
+    assert [json.loads(x)["recipe"] for x in open(out / "log.jsonl")] == ["baseline", "baseline"]
+    assert caplog.text.count("reconciled with the checkpoint") == 1 and "dropped 2 line(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="uvireid_ext.train"):  # a fresh folder: nothing to say
+        Trainer(small_config("baseline", str(tmp_path / "fresh")), *data).fit()
+    assert "reconciled" not in caplog.text
+
+
+def test_start_removes_temporaries_of_killed_writers(data, tmp_path, caplog) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a writer that is gone
+    tmp_path.joinpath(f"checkpoint.pt.tmp.{proc.pid}").write_bytes(b"torn")
+    with caplog.at_level(logging.WARNING, logger="uvireid_ext.train"):
+        Trainer(small_config("baseline", str(tmp_path)), *data)
+    assert not tmp_path.joinpath(f"checkpoint.pt.tmp.{proc.pid}").exists()
+    assert f"removed 1 temporary file(s) of a writer killed while saving: {tmp_path}" in caplog.text
+
+
+def test_resume_on_another_thread_count_warns_it_is_not_bit_exact(data, tmp_path) -> None:
+    # 1 against 2 threads: 93 of 113 weight tensors differ after 2 ecul epochs of this config, so
+    # the resume goes on but says so; the same count resumes silently
+    cfg = small_config("baseline", str(tmp_path), epochs=2)
+    with pytest.raises(Interrupt):
+        Trainer(cfg, *data, on_epoch=_stop_after_first).fit()
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["execution"] == {"threads": 1, "device": "cpu"}
+    cfg.run.resume = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Trainer(cfg, *data).epoch == 1
+    cfg.run.threads = 2
+    with pytest.warns(UserWarning, match=r"train: resuming .*checkpoint\.pt with threads 1 -> 2 \(checkpoint -> now\)"
+                      r".*no longer bit-exact"):
+        assert Trainer(cfg, *data).epoch == 1
 
 
 def test_resume_with_more_epochs_continues_the_schedule(data, tmp_path) -> None:

@@ -1,11 +1,17 @@
 """Checkpoint I/O of a training run: atomic writes, the run state's pieces (labels, memories, RNG
-streams), the resume check, and the model of a finished run."""
+streams), the resume check, the log kept in step with the checkpoint, stale temporaries of killed
+writers, and the model of a finished run."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import IO
 
 import numpy as np
 import torch
@@ -17,7 +23,10 @@ from .model import TwoStreamNet, build_model
 
 __all__ = [
     "atomic_save",
+    "atomic_write_text",
     "check_resumed_config",
+    "execution",
+    "execution_changes",
     "extend_schedule",
     "labels_from_state",
     "labels_state",
@@ -25,25 +34,113 @@ __all__ = [
     "memories_from_state",
     "memories_state",
     "read_checkpoint",
+    "reconcile_log",
+    "remove_stale_temporaries",
     "saved_config",
     "restore_rng",
     "rng_state",
 ]
 
 
-def atomic_save(obj: object, path: str) -> None:
-    """Write to a temporary file, flush it to disk, then rename over ``path``: a crash leaves either
-    the old checkpoint or the new one, never a torn file."""
+def _atomic_write(path: str, mode: str, write: Callable[[IO], None]) -> None:
+    """Write to ``<path>.tmp.<pid>``, flush it to disk, then rename over ``path``: a crash leaves either
+    the old file or the new one, never a torn one (a kill inside leaves the temporary:
+    :func:`remove_stale_temporaries`)."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj: object, path: str) -> None:
+    """``torch.save`` to ``path``, atomically."""
+    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    """``text`` to ``path``, atomically."""
+    _atomic_write(path, "w", lambda f: f.write(text))
+
+
+_TEMPORARY = re.compile(r"(?P<name>.+)\.tmp\.(?P<pid>[0-9]+)")
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether ``pid`` may still be writing. Our own pid cannot be: this process has written nothing yet
+    (a reused pid, common in containers); pid 0 is no process (``os.kill(0, ...)`` would mean our group)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Remove the ``<name>.tmp.<pid>`` files (``name`` one of ``names``) in ``folder`` that a writer killed
+    inside :func:`atomic_save` left: those whose pid is no live process, or is ours. Returns (removed,
+    kept: a live process other than this one has that pid and may be writing)."""
+    removed, kept = [], []
+    for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        m = _TEMPORARY.fullmatch(entry)
+        path = os.path.join(folder, entry)
+        if m is None or m["name"] not in names or not os.path.isfile(path):
+            continue
+        if _writer_alive(int(m["pid"])):
+            kept.append(path)
+        else:
+            os.remove(path)
+            removed.append(path)
+    return removed, kept
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a log line; None for a torn or foreign line."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec.get("epoch") if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) else None
+
+
+def reconcile_log(path: str, lines: list[str] | None, epoch: int) -> tuple[list[str], str | None]:
+    """Make the log at ``path`` hold exactly the log lines a checkpoint of ``epoch`` epochs keeps
+    (``lines``, one per epoch), rewriting it atomically when it differs: lines of epochs the checkpoint
+    does not have (or torn ones) go, lines it has but the file lacks come back. ``lines`` None (a
+    checkpoint written before checkpoints kept the log): the file's lines of epochs below ``epoch`` stay.
+    Returns (the log lines, what was changed or None)."""
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    present = text.splitlines()
+    missing = None
+    if lines is None:
+        lines = [x for x in present if (e := _epoch_of(x)) is not None and e < epoch]
+        lost = sorted(set(range(epoch)) - {_epoch_of(x) for x in lines})
+        if lost:
+            missing = (f"the checkpoint keeps no log lines (an older version wrote it), so the lines of epochs "
+                       f"{lost} cannot be restored to {path}")
+    want = "".join(x + "\n" for x in lines)
+    if text == want:
+        return lines, missing
+    common = sum((Counter(present) & Counter(lines)).values())
+    atomic_write_text(want, path)
+    change = (f"{path} reconciled with the checkpoint ({epoch} epochs): dropped {len(present) - common} "
+              f"line(s) of epochs the checkpoint does not have (or torn), restored {len(lines) - common} "
+              f"line(s) the log lacked")
+    return lines, change if missing is None else f"{change}; {missing}"
 
 
 # numpy's RNG state is an array: the only non-tensor type a checkpoint holds, allowed by name so that
@@ -74,6 +171,18 @@ def read_checkpoint(path: str, who: str = "train", keys: tuple[str, ...] = RESUM
         raise ValueError(f"{who}: {path} is not a uvireid_ext training checkpoint: it lacks {missing} "
                          f"(it holds {what})")
     return st
+
+
+def execution(threads: int, device: torch.device) -> dict:
+    """What a checkpoint records of how its process ran: CPU threads and the device (a GPU by its model)."""
+    return {"threads": threads, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+
+
+def execution_changes(saved: dict | None, now: dict) -> list[str]:
+    """How this process runs a resumed run differently (``execution``) from the one that wrote the
+    checkpoint. Float reductions depend on both, so such a resume continues the run, but not bit-exactly."""
+    saved = saved or {}
+    return [f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if saved.get(k) is not None and saved[k] != now[k]]
 
 
 def saved_config(st: dict, path: str, who: str = "train") -> Config:

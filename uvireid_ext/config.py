@@ -154,7 +154,8 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = typing.get_type_hints(Config)
-# How a run is executed, not what it computes: these may change between a run and its resume.
+# How a run is executed, not what it computes: these may change between a run and its resume (another
+# thread count or device changes float reductions: train warns that the continuation is not bit-exact).
 # optim.epochs may change too: checkpoint.extend_schedule keeps the stage epochs of the first run
 RESUMABLE_CHANGES = {("run", "resume"), ("run", "progress"), ("run", "tensorboard"), ("run", "threads"),
                      ("run", "device"), ("data", "data_root"), ("run", "output"), ("optim", "epochs")}

@@ -14,12 +14,22 @@ One epoch (docs/architecture.md, "One training epoch")::
               updates with the all-gathered batch
     evaluate  SYSU-MM01 / RegDB protocol (every ``eval_every`` epochs and after the last)
 
-Every epoch appends one JSON line to ``<output>/log.jsonl`` (time of each phase, ARI, cluster counts,
-losses, metrics) and atomically replaces ``<output>/checkpoint.pt``; ``resume`` continues from it with the
-same model, optimiser, scheduler, memories, RNG states and epoch. The per-epoch random streams (batch
-sampling, augmentation) are derived from (seed, rank, epoch), so a resumed run draws exactly what an
-uninterrupted one would. An epoch whose clustering finds no cluster is logged (``"event": "no_cluster"``),
-skips its iterations, and the run goes on.
+Every epoch atomically replaces ``<output>/checkpoint.pt``, then appends one JSON line to
+``<output>/log.jsonl`` (time of each phase, ARI, cluster counts, losses, metrics); ``resume`` continues from
+the checkpoint with the same model, optimiser, scheduler, memories, RNG states and epoch. The per-epoch
+random streams (batch sampling, augmentation) are derived from (seed, rank, epoch), so a resumed run draws
+exactly what an uninterrupted one would, bit for bit on the same thread count and device (a resume on
+another one goes on, with a warning that it is no longer bit-exact: float reductions depend on both). An
+epoch whose clustering finds no cluster is logged (``"event": "no_cluster"``), skips its iterations, and
+the run goes on.
+
+The log follows the checkpoint: the checkpoint keeps every log line of its epochs, and the log is made to
+hold exactly those lines on resume (lines of epochs the checkpoint does not have, or a torn last line, are
+dropped; a line the checkpoint has but the log lacks, after a kill between the two writes, is restored)
+and at a new run's first epoch (an earlier run's lines in the folder go). So after any kill and resume
+the log equals an uninterrupted run's, apart from the timing fields of the epochs run again. A kill inside
+an atomic write leaves ``checkpoint.pt.tmp.<pid>`` (or ``log.jsonl.tmp.<pid>``); every start removes
+those of writers that are no longer alive, and logs it.
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ from torch import Tensor
 from .checkpoint import (
     atomic_save,
     check_resumed_config,
+    execution,
+    execution_changes,
     extend_schedule,
     labels_from_state,
     labels_state,
@@ -48,6 +60,8 @@ from .checkpoint import (
     memories_from_state,
     memories_state,
     read_checkpoint,
+    reconcile_log,
+    remove_stale_temporaries,
     restore_rng,
     rng_state,
 )
@@ -144,11 +158,14 @@ class Trainer:
         self.fixed_labels: Labels | None = None
         self.momentum = cfg.recipe.memory_momentum
         self.epoch = 0
+        self.log_lines: list[str] = []  # one JSON line per epoch done, kept in the checkpoint too
+        self._log_in_step = False  # whether log.jsonl holds exactly log_lines (reconcile_log)
         self.on_epoch = on_epoch
         self.out = cfg.run.output
         self.writer = None
         if self.rank == 0:
             os.makedirs(self.out, exist_ok=True)
+            self._remove_stale_temporaries()
             save_config(cfg, os.path.join(self.out, "config.json"))
             if cfg.run.tensorboard:
                 try:
@@ -371,13 +388,14 @@ class Trainer:
         for epoch in range(self.epoch, self.cfg.optim.epochs):
             rec = self.run_epoch(epoch)
             self.epoch = epoch + 1
+            self.log_lines.append(json.dumps(rec))
             if self.rank == 0:
+                # the checkpoint keeps this line: a kill before the log append below loses nothing
                 self.save_checkpoint(os.path.join(self.out, "checkpoint.pt"))
+                self._write_log()
                 line = {k: v for k, v in rec.items() if k != "eval"}
                 if "eval" in rec:
                     line["eval"] = {k: v for k, v in rec["eval"].items() if k != "cmc"}
-                with open(os.path.join(self.out, "log.jsonl"), "a") as f:
-                    f.write(json.dumps(rec) + "\n")
                 logger.info("%s epoch %d/%d: %s", self.cfg.recipe.recipe, epoch + 1, self.cfg.optim.epochs,
                             _summary(line))
                 if self.writer is not None:
@@ -386,6 +404,18 @@ class Trainer:
                 self.on_epoch(rec)
             history.append(rec)
         return history
+
+    def _write_log(self) -> None:
+        """Append the last line to log.jsonl; at a new run's first epoch, first make the file hold exactly the
+        earlier lines (none: an earlier run's log in the folder goes)."""
+        path = os.path.join(self.out, "log.jsonl")
+        if not self._log_in_step:
+            _, change = reconcile_log(path, self.log_lines[:-1], self.epoch - 1)
+            if change:
+                logger.warning("train: %s", change)
+            self._log_in_step = True
+        with open(path, "a") as f:
+            f.write(self.log_lines[-1] + "\n")
 
     def _tensorboard(self, rec: dict) -> None:
         e = rec["epoch"]
@@ -403,7 +433,18 @@ class Trainer:
         return {"epoch": self.epoch, "config": dataclasses.asdict(self.cfg), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 **memories_state(self.memories), "fixed_labels": labels_state(self.fixed_labels),
-                "rng": rng_state(self.cuda)}
+                "rng": rng_state(self.cuda), "log": list(self.log_lines),
+                "execution": execution(torch.get_num_threads(), self.device)}
+
+    def _remove_stale_temporaries(self) -> None:
+        """A writer killed inside an atomic write leaves ``<file>.tmp.<pid>`` in the run folder: remove those
+        of dead writers, and say which ones a live process other than this one may still be writing."""
+        removed, kept = remove_stale_temporaries(self.out, ("checkpoint.pt", "log.jsonl"))
+        if removed:
+            logger.warning("train: removed %d temporary file(s) of a writer killed while saving: %s", len(removed),
+                           ", ".join(removed))
+        for path in kept:
+            logger.warning("train: left %s: its process is alive (another run writing into %s?)", path, self.out)
 
     def save_checkpoint(self, path: str) -> None:
         atomic_save(self.state(), path)
@@ -431,6 +472,20 @@ class Trainer:
         self.memories = memories_from_state(st, cfg.recipe.temp, self.device)
         self.fixed_labels = labels_from_state(st["fixed_labels"], self.device)
         restore_rng(st["rng"], self.cuda)
+        # a checkpoint from before the execution entry: its configured thread count, when one was set
+        changes = execution_changes(st.get("execution", {"threads": st["config"]["run"].get("threads")}),
+                                    execution(torch.get_num_threads(), self.device))
+        if changes:
+            warnings.warn(f"train: resuming {path} with {'; '.join(changes)} (checkpoint -> now): float reductions "
+                          "depend on the CPU thread count and the device, so the continuation is no longer bit-exact "
+                          "with an uninterrupted run (for that, resume with the checkpoint's --threads and device)",
+                          stacklevel=3)
+        self.log_lines = list(st["log"]) if "log" in st else []
+        if self.rank == 0:
+            self.log_lines, change = reconcile_log(os.path.join(self.out, "log.jsonl"), st.get("log"), self.epoch)
+            self._log_in_step = True
+            if change:
+                logger.warning("train: %s", change)
         logger.info("train: resumed from %s at epoch %d of %d", path, self.epoch, cfg.optim.epochs)
 
 
