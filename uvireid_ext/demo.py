@@ -253,10 +253,10 @@ def write_plots(runs: list[dict], out: str) -> tuple[str, str]:
             xm, ym = [0.0, *xm], [_stats([b["eval"]["mAP"] for b in base])[0], *ym]
         mAP.series[name] = (xm, [100 * y for y in ym])
     paths = os.path.join(out, "cmc.png"), os.path.join(out, "curves.png")
-    save_panels([cmc], paths[0])
+    save_panels([cmc], paths[0], names)  # one colour per variant in both files
     top = max((y for _, ys in mAP.series.values() for y in ys), default=1.0)
     mAP.ylim = (0.0, max(1.0, 1.1 * top))
-    save_panels([ari, mAP], paths[1])
+    save_panels([ari, mAP], paths[1], names)
     return paths
 
 

@@ -76,20 +76,22 @@ def _draw_panel(d: ImageDraw.ImageDraw, x0: int, panel: Panel, names: list[str])
             d.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=colour)
 
 
-def save_panels(panels: Sequence[Panel], path: str) -> None:
-    """Panels side by side with one shared legend below them; series keep one colour across panels."""
-    names: list[str] = []
+def save_panels(panels: Sequence[Panel], path: str, order: Sequence[str] | None = None) -> None:
+    """Panels side by side with one shared legend below them; series keep one colour across panels,
+    and across files when they share ``order`` (the colour of a series is its place in it)."""
+    names: list[str] = list(order or [])
     for p in panels:
         names += [n for n in p.series if n not in names]
     per_row = max(1, (len(panels) * _W) // 150)
-    legend_rows = math.ceil(len(names) / per_row) if names else 0
+    legend_rows = math.ceil(sum(any(n in p.series for p in panels) for n in names) / per_row) if names else 0
     im = Image.new("RGB", (len(panels) * _W, _H + 8 + 18 * legend_rows), "white")
     d = ImageDraw.Draw(im)
     for i, p in enumerate(panels):
         _draw_panel(d, i * _W, p, names)
-    for i, name in enumerate(names):
+    shown = [n for n in names if any(n in p.series for p in panels)]
+    for i, name in enumerate(shown):
         x, y = 20 + (i % per_row) * 150, _H + 4 + 18 * (i // per_row)
-        colour = COLOURS[i % len(COLOURS)]
+        colour = COLOURS[names.index(name) % len(COLOURS)]
         d.line([x, y + 6, x + 22, y + 6], fill=colour, width=3)
         d.text((x + 28, y), name, fill="black")
     im.save(path)
