@@ -208,3 +208,10 @@ def test_segment_reduce_bad_sizes_and_ids():
         segment_reduce(x, seg.float() * 0.9, 3)
     with pytest.raises(TypeError, match=r"segment_reduce: num_segments must be an integer, got 2.5"):
         segment_reduce(x, seg, 2.5)
+
+
+def test_segment_reduce_gradient_of_left_out_rows_is_zero():
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    for num_segments, seg in ((0, torch.full((3,), -1)), (2, torch.tensor([-1, 1, -1]))):
+        (g,) = torch.autograd.grad(segment_reduce(x, seg, num_segments, normalize=True).sum(), x)
+        assert torch.equal(g[seg < 0], torch.zeros(int((seg < 0).sum()), 2, dtype=torch.float64))

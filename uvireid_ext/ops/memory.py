@@ -140,29 +140,31 @@ def _segment_reduce_grads(
     normalize: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(grad_x, grad_weights) of segment_reduce, in torch ops so that they are differentiable too.
-    Row i enters its segment s with the coefficient a_i (1/count, w_i/Σw or w_i/count)."""
+    Row i enters its segment s with the coefficient a_i (1/count, w_i/Σw or w_i/count). Rows with
+    segment -1 go to an extra bucket S, whose gradient is zero (static shapes, for torch.compile)."""
     keep = (segments >= 0).to(x.dtype)
-    s = segments.clamp_min(0)
-    count = x.new_zeros(num_segments).index_add(0, s, keep)[s].clamp_min(1)
+    s = torch.where(segments >= 0, segments, num_segments)
+    buckets = num_segments + 1
+    count = x.new_zeros(buckets).index_add(0, s, keep)[s].clamp_min(1)
     w = None if weights is None else weights * keep
-    wsum = None
+    wsum = total = None
     if mode == "mean":
         a = keep / count
     elif mode == "weighted_mean":
-        total = x.new_zeros(num_segments).index_add(0, s, w)[s]
+        total = x.new_zeros(buckets).index_add(0, s, w)[s]
         wsum = torch.where(total != 0, total, torch.ones_like(total))  # zero sum: a zero row, zero gradient
         a = torch.where(total != 0, w / wsum, torch.zeros_like(w))
     else:
         a = w / count
     centre = None
     if normalize or mode == "weighted_mean":
-        centre = x.new_zeros(num_segments, x.shape[1]).index_add(0, s, a[:, None] * x)
-    g = grad
+        centre = x.new_zeros(buckets, x.shape[1]).index_add(0, s, a[:, None] * x)
+    g = torch.cat([grad, grad.new_zeros(1, grad.shape[1])])
     if normalize:
         norm = centre.norm(dim=1, keepdim=True)
         unit = centre / norm.clamp_min(_NORM_EPS)
-        projected = (grad - unit * (unit * grad).sum(1, keepdim=True)) / norm.clamp_min(_NORM_EPS)
-        g = torch.where(norm > _NORM_EPS, projected, grad / _NORM_EPS)
+        projected = (g - unit * (unit * g).sum(1, keepdim=True)) / norm.clamp_min(_NORM_EPS)
+        g = torch.where(norm > _NORM_EPS, projected, g / _NORM_EPS)
     gs = g[s]
     grad_x = a[:, None] * gs
     if mode == "mean":
