@@ -110,3 +110,15 @@ def test_mmd2_refuses_float_groups_and_sizes():
         mmd2(x, y, xg, yg, 2.0)
     with pytest.raises(ValueError, match="mmd2: num_groups = 1099511627776 needs an output of"):
         mmd2(x, y, xg, yg, 2**40)
+
+
+def test_mmd2_bandwidth_floor():
+    # A float32 bandwidth of 1e-39 gave a finite MMD² but a NaN gradient on CPU (1/b overflows the
+    # kernel's float32 coefficient); given bandwidths now respect the data-driven rule's floor.
+    x, y, xg, yg = _groups(6, 5, 2, torch.float32)
+    for bad in (1e-39, 1e-13, 0.0, -2.0):
+        with pytest.raises(ValueError, match=r"mmd2: expected bandwidths >= 1e-12 \(the floor of the data-driven"):
+            mmd2(x, y, xg, yg, 2, torch.tensor([1.0, bad]))
+    xr = x.clone().requires_grad_()
+    mmd2(xr, y, xg, yg, 2, torch.tensor([1e-12, 1.0])).values.sum().backward()
+    assert torch.isfinite(xr.grad).all()

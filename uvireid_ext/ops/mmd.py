@@ -8,7 +8,11 @@ import torch
 
 from . import check_output_fits, checking, has_schema, int_arg, int_ids, op, register_fake
 
-__all__ = ["MMD2Result", "mmd2"]
+__all__ = ["MIN_BANDWIDTH", "MMD2Result", "mmd2"]
+
+#: Smallest bandwidth: the data-driven rule's floor (all points equal), and the bound given ones
+#: must respect (1/b enters the gradient; the CPU kernel forms it in the inputs' dtype).
+MIN_BANDWIDTH = 1e-12
 
 
 class MMD2Result(NamedTuple):
@@ -41,7 +45,7 @@ def mmd2(
         x: [Nx, D] float32/float64. y: [Ny, D], same dtype and device.
         x_groups: [Nx] int64 in [0, num_groups). y_groups: [Ny] int64 in [0, num_groups).
         num_groups: G.
-        bandwidths: optional [S] positive bandwidths, same dtype and device as x.
+        bandwidths: optional [S] bandwidths >= ``MIN_BANDWIDTH`` (1e-12), same dtype and device as x.
 
     Differentiable in x and y, once: differentiating the gradient again (a backward with
     ``create_graph=True``, then a second backward through it) raises. For stop-gradient detach one
@@ -58,6 +62,13 @@ def mmd2(
     if isinstance(x, torch.Tensor):  # per group: value, valid flag, bandwidths, and the kernel's offsets
         s = kernel_num if bandwidths is None else bandwidths.numel()
         check_output_fits(fn, "num_groups", num_groups, (s + 1) * x.element_size() + 1 + 32, x.device)
+    if bandwidths is not None and checking() and isinstance(bandwidths, torch.Tensor) and bandwidths.numel():
+        low = bandwidths.detach().min()
+        if bool(low < MIN_BANDWIDTH):  # (a NaN compares False: the kernel's check names it)
+            raise ValueError(
+                f"{fn}: expected bandwidths >= {MIN_BANDWIDTH:g} (the floor of the data-driven rule), got "
+                f"{float(low):g}; a smaller one overflows the float32 gradient on CPU"
+            )
     values, valid, bw = op(fn)(x, y, x_groups, y_groups, num_groups, bandwidths, float(kernel_mul), kernel_num)
     if bandwidths is None and checking() and bw.numel() and not bool(torch.isfinite(bw).all()):
         group = int((~torch.isfinite(bw)).any(1).nonzero()[0])
