@@ -114,6 +114,13 @@ def test_bad_input() -> None:
         clu.pseudo_labels(x, modality.float(), camera)
     with pytest.raises(ValueError, match="cluster: no configuration for recipe='x'"):
         clu.pseudo_labels(x, modality, camera, recipe="x")
+    # the row of the caller's features, not its index inside the visible or infrared subset
+    row = int((modality == Modality.INFRARED).nonzero()[20])
+    assert row != 20
+    bad = x.clone()
+    bad[row, 3] = float("nan")
+    with pytest.raises(ValueError, match=rf"cluster: features row {row} is not finite \(NaN or Inf\)"):
+        clu.pseudo_labels(bad, modality, camera)
     if torch.device("meta") != x.device:
         with pytest.raises(ValueError, match="cluster: modality on meta but features on cpu"):
             clu.pseudo_labels(x, modality.to("meta"), camera)

@@ -51,6 +51,23 @@ def test_knn_bad_input(device):
 # ---------------------------------------------------------------------------------- encoding
 
 
+def test_rank_with_a_repeated_index_is_refused():
+    x = clustered(12, 4, 2)
+    rank, _ = U.knn(x, 5)
+    v = U.k_reciprocal_encode(x, rank, 4)
+    bad = rank.clone()
+    bad[3, 2] = bad[3, 1]
+    with pytest.raises(ValueError, match=r"k_reciprocal_encode: rank row 3 repeats an index in its first 4 columns"):
+        U.k_reciprocal_encode(x, bad, 4)
+    with pytest.raises(ValueError, match=r"query_expansion: rank row 3 repeats an index in its first 3 columns"):
+        U.query_expansion(v, bad, 3)
+    # a repeat beyond the columns the op reads is no error
+    late = rank.clone()
+    late[3, 4] = late[3, 0]
+    U.k_reciprocal_encode(x, late, 4)
+    U.query_expansion(v, late, 3)
+
+
 def test_half_round_even():
     assert [R.half_round_even(k) for k in (30, 40, 38, 5, 7, 1)] == [15, 20, 19, 2, 4, 0]
 

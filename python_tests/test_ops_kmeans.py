@@ -1,12 +1,16 @@
 """segmented_kmeans beyond the sample registry (test_ops_registry.py): a k-means fixed point,
-deterministic in the seed, small clusters as documented, the wrapper's checks, torch.compile."""
+deterministic in the seed, small clusters as documented, the wrapper's checks, torch.compile, the
+partition independent of the features' scale."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from op_samples import blobs
 
+import uvireid_ext.reference as R
 from uvireid_ext.ops.cluster import segmented_kmeans
 
 
@@ -67,3 +71,42 @@ def test_bad_input() -> None:
         segmented_kmeans(x[0], labels)
     with pytest.raises(ValueError, match="segmented_kmeans: expected n >= 1, got 0"):
         segmented_kmeans(x, labels, 0)
+
+
+@pytest.mark.parametrize("scale", [2.0**-100, 1e-40, 1e-30, 1e-20, 1e20, 1e30, 2.0**100])
+def test_partition_does_not_depend_on_scale(scale: float) -> None:
+    # Before the wrapper's power-of-two rescale, x·1e-30 underflowed every squared distance to 0 (all
+    # points on sub-centre 0) and x·1e20 overflowed them (clusters split 15/2/2/2).
+    x, labels = blobs(3, 10, 8, 0)
+    centres, assign = segmented_kmeans(x, labels, 4)
+    scaled = (x.double() * scale).float()
+    c2, a2 = segmented_kmeans(scaled, labels, 4)
+    assert torch.equal(a2, assign)
+    assert torch.isfinite(c2).all()
+    if math.frexp(scale)[0] == 0.5 and scale > 1e-37:  # an exact power of two, no subnormals: exact
+        assert torch.equal(c2, (centres.double() * scale).float())
+    else:
+        torch.testing.assert_close(c2.double() / scale, centres.double(), rtol=1e-5, atol=1e-5)  # subnormal inputs
+    rc, ra = R.segmented_kmeans(scaled, labels, int(labels.max()) + 1, 4, 300, 1e-6, 0)
+    assert torch.equal(ra, a2)  # the reference rescales alike; its means sum in another order
+    torch.testing.assert_close(rc.double() / scale, c2.double() / scale, rtol=1e-5, atol=1e-5)
+
+
+def test_refuses_non_finite_rows_grad_and_float_labels() -> None:
+    x, labels = blobs(3, 5, 4, 0)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        y = x.clone()
+        y[6, 2] = bad
+        with pytest.raises(ValueError, match=r"segmented_kmeans: x row 6 is not finite \(NaN or Inf\)"):
+            segmented_kmeans(y, labels)
+    with pytest.raises(TypeError, match="segmented_kmeans: labels must hold integer ids, got dtype torch.float32"):
+        segmented_kmeans(x, labels.float() * 0.9)
+    with pytest.raises(TypeError, match="segmented_kmeans: num_clusters must be an integer, got 3.0"):
+        segmented_kmeans(x, labels, num_clusters=3.0)
+    xg = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="segmented_kmeans: x requires grad, but no gradient flows"):
+        segmented_kmeans(xg, labels)
+    with torch.no_grad():
+        assert torch.equal(segmented_kmeans(xg, labels)[1], segmented_kmeans(x, labels)[1])
+    with pytest.raises(ValueError, match=r"segmented_kmeans: num_clusters = 1099511627776 needs an output of"):
+        segmented_kmeans(x, labels, num_clusters=2**40)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .metrics import ari, majority_identity, match_precision
 from .modality import Modality
+from .ops import finite_rows
 from .ops.cluster import dbscan
 from .ops.distance import jaccard_distance
 
@@ -207,6 +208,7 @@ def pseudo_labels(
     if select_joint is not None:
         config = dataclasses.replace(config, select_joint=select_joint)
     features = features.float().contiguous()
+    finite_rows("cluster", "features", features)  # here, so that the row is the caller's, not a subset's
     vi = (modality == Modality.VISIBLE).nonzero().flatten()
     ri = (modality == Modality.INFRARED).nonzero().flatten()
     out = []

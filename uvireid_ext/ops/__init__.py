@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from typing import TypeVar
@@ -57,3 +58,74 @@ def op(name: str) -> torch._ops.OpOverload:
 
         assert_has_ops()
         raise RuntimeError(f"uvireid_ext: op {name} is not defined by the loaded build; rebuild the package") from None
+
+
+# ------------------------------------------------------------------------------ shared argument checks
+
+
+def checking() -> bool:
+    """Whether the wrappers run their data-dependent checks (values, storage): not while tracing
+    under ``torch.compile``, where tensors hold no data (the kernels still check what they can)."""
+    return not torch.compiler.is_compiling()
+
+
+def int_arg(fn: str, arg: str, value: object) -> int:
+    """``value`` as an int, refusing bools, floats and other non-integers (as torch does for sizes)
+    instead of truncating them."""
+    if isinstance(value, torch.SymInt):
+        return value  # type: ignore[return-value]
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{fn}: {arg} must be an integer, got {value!r} ({type(value).__name__})")
+    return value.__index__()  # type: ignore[union-attr]
+
+
+def int_ids(fn: str, arg: str, ids: Tensor) -> Tensor:
+    """Refuses ``ids`` (labels, segments, groups, indices) of a non-integer dtype: converting 0.9 to
+    int64 would give 0 silently. Bool is refused too: it is a mask, not an id."""
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"{fn}: {arg} must be a torch.Tensor, got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{fn}: {arg} must hold integer ids, got dtype {ids.dtype}")
+    return ids
+
+
+def check_output_fits(fn: str, arg: str, count: int, row_bytes: int, device: torch.device) -> None:
+    """Refuses a ``count`` (num_segments, num_groups, num_clusters) whose output of ``count`` rows of
+    ``row_bytes`` each exceeds the device's whole memory (physical RAM on CPU): such a size is a bug
+    in the caller, and the allocation would fail with a bare ``bad_alloc`` / out-of-memory."""
+    if isinstance(count, torch.SymInt) or not checking():
+        return
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = count * max(row_bytes, 1)
+    if need > total:
+        raise ValueError(
+            f"{fn}: {arg} = {count} needs an output of {need / 2**30:.1f} GiB, more than the "
+            f"{total / 2**30:.1f} GiB of memory of device {device}"
+        )
+
+
+def unique_rank_rows(fn: str, rank: Tensor, cols: int) -> None:
+    """Refuses a kNN ``rank`` argument whose first ``cols`` columns repeat an index within a row: a
+    neighbour list holds every row once, and a repeat would count that neighbour twice."""
+    if not checking() or not isinstance(rank, Tensor) or rank.dim() != 2 or rank.numel() == 0:
+        return
+    head = rank[:, : max(int(cols), 0)]
+    if head.shape[1] < 2:
+        return
+    repeated = (head.sort(dim=1).values.diff(dim=1) == 0).any(dim=1)
+    if bool(repeated.any()):
+        row = int(repeated.nonzero()[0])
+        raise ValueError(f"{fn}: rank row {row} repeats an index in its first {head.shape[1]} columns: "
+                         f"{rank[row, : head.shape[1]].tolist()}")
+
+
+def finite_rows(fn: str, arg: str, x: Tensor) -> None:
+    """Refuses NaN or Inf in the rows of ``x``, naming the first such row."""
+    if not checking() or x.numel() == 0:
+        return
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"{fn}: {arg} row {int(bad.nonzero()[0])} is not finite (NaN or Inf)")

@@ -15,14 +15,14 @@ Semantics shared by the CPU and CUDA kernels (documented in full in ``csrc/kerne
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from . import op, register_fake
+from . import check_output_fits, finite_rows, int_arg, int_ids, op, register_fake
 
 __all__ = ["dbscan", "dbscan_csr", "segmented_kmeans"]
-
-
 
 
 def _to_csr(distances: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -115,39 +115,60 @@ def segmented_kmeans(
     """``n`` k-means sub-centres inside every cluster, all clusters in one call.
 
     Args:
-        x: [N, D] float32 features.
-        labels: [N] int64 cluster ids in [-1, C); -1 (noise) is ignored.
+        x: [N, D] float32 features, finite (a NaN or Inf row is refused); no gradient flows through
+            the centres, so a ``x`` that requires grad is refused while grad mode is on.
+        labels: [N] integer cluster ids in [-1, C); -1 (noise) is ignored.
         n: sub-centres per cluster (MMM uses 4).
         num_clusters: C; default ``labels.max() + 1`` (a device sync on CUDA).
         max_iter: cap on Lloyd updates per cluster.
-        tol: stop a cluster when the summed squared shift of its centres is <= tol (absolute).
+        tol: stop a cluster when the summed squared shift of its centres is <= tol · s², s the power
+            of two nearest the largest row norm (s = 1 for unit rows, where tol is absolute).
         seed: seeding draws come from a counter-based hash of (seed, cluster, step).
+
+    The kernel runs on x / s (exact: s is a power of two), so the partition does not depend on the
+    features' scale: squared distances neither underflow (x·1e-40) nor overflow (x·1e30) float32.
 
     Returns:
         (centres [C, n, D] float32, sub-centre index of every point [N] int64, -1 for noise).
     """
+    fn = "segmented_kmeans"
     if not isinstance(x, Tensor) or x.dim() != 2:
-        raise ValueError(
-            f"segmented_kmeans: expected x to be a 2-D [N, D] tensor, got {getattr(x, 'shape', type(x))}"
-        )
+        raise ValueError(f"{fn}: expected x to be a 2-D [N, D] tensor, got {getattr(x, 'shape', type(x))}")
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != x.shape[0]:
         got = tuple(getattr(labels, "shape", ()))
-        raise ValueError(f"segmented_kmeans: expected labels of shape [{x.shape[0]}], got {got}")
+        raise ValueError(f"{fn}: expected labels of shape [{x.shape[0]}], got {got}")
     if labels.device != x.device:
-        raise ValueError(f"segmented_kmeans: labels on {labels.device} but x on {x.device}")
+        raise ValueError(f"{fn}: labels on {labels.device} but x on {x.device}")
+    int_ids(fn, "labels", labels)
+    if x.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(f"{fn}: x requires grad, but no gradient flows through the centres; pass x.detach()")
+    n, max_iter, seed = int_arg(fn, "n", n), int_arg(fn, "max_iter", max_iter), int_arg(fn, "seed", seed)
     if num_clusters is None:
         num_clusters = int(labels.max()) + 1 if labels.numel() else 0
+    num_clusters = int_arg(fn, "num_clusters", num_clusters)
     if n < 1:
-        raise ValueError(f"segmented_kmeans: expected n >= 1, got {n}")
-    return op("segmented_kmeans")(
-        x.contiguous(),
+        raise ValueError(f"{fn}: expected n >= 1, got {n}")
+    check_output_fits(fn, "num_clusters", num_clusters, n * x.shape[1] * 4 + 8, x.device)
+    finite_rows(fn, "x", x)
+    x = x.contiguous()
+    scale = _pow2_scale(x) if x.dtype == torch.float32 and x.shape[0] else None
+    centres, assign = op(fn)(
+        x if scale is None else (x.double() * torch.exp2(-scale)).float(),
         labels.to(torch.int64).contiguous(),
-        int(num_clusters),
-        int(n),
-        int(max_iter),
+        num_clusters,
+        n,
+        max_iter,
         float(tol),
-        int(seed),
+        seed,
     )
+    return (centres if scale is None else (centres.double() * torch.exp2(scale)).float()), assign
+
+
+def _pow2_scale(x: Tensor) -> Tensor:
+    """log2 of s, the power of two with the largest row norm of ``x`` in [s/√2, s√2) (0 for zeros),
+    as a 0-d float64 tensor: no host sync, and scaling float32 data by 2^±k in float64 is exact."""
+    top = x.double().norm(dim=1).max() * math.sqrt(2.0)
+    return torch.where(top > 0, torch.frexp(top).exponent - 1, 0).double()
 
 
 @register_fake("dbscan")

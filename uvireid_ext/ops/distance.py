@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import has_schema, op, register_fake, sparse_csr
+from . import has_schema, op, register_fake, sparse_csr, unique_rank_rows
 
 __all__ = ["knn", "k_reciprocal_encode", "query_expansion", "jaccard", "jaccard_distance"]
 
@@ -78,7 +78,8 @@ def k_reciprocal_encode(features: Tensor, rank: Tensor, k1: int, rank_dist: Tens
 
     Args:
         features: [N, D] floating point, used as given (not renormalised).
-        rank: [N, K >= k1] int64 kNN indices (``knn(features, K)[0]``); the first k1 columns are used.
+        rank: [N, K >= k1] int64 kNN indices (``knn(features, K)[0]``); the first k1 columns are used,
+            and must not repeat an index within a row.
         k1: reciprocal-neighbour size (the classic 30).
         rank_dist: [N, K] float32 squared distances of ``rank`` (``knn(features, K)[1]``), optional:
             with them the dot products of ranked pairs need not be recomputed from the features.
@@ -86,7 +87,9 @@ def k_reciprocal_encode(features: Tensor, rank: Tensor, k1: int, rank_dist: Tens
     Returns:
         [N, N] float32 ``torch.sparse_csr`` tensor, each row summing to 1, columns sorted.
     """
-    return sparse_csr(*op("k_reciprocal_encode")(_features("k_reciprocal_encode", features), rank, rank_dist, k1))
+    x = _features("k_reciprocal_encode", features)
+    unique_rank_rows("k_reciprocal_encode", rank, k1)
+    return sparse_csr(*op("k_reciprocal_encode")(x, rank, rank_dist, k1))
 
 
 def query_expansion(
@@ -102,7 +105,8 @@ def query_expansion(
 
     Args:
         v: [N, N] float32 ``torch.sparse_csr`` encoding.
-        rank: [N, K >= pool] int64 kNN indices.
+        rank: [N, K >= pool] int64 kNN indices; the first ``pool`` columns must not repeat an index
+            within a row.
         pool: neighbours considered (self included).
         cap: most neighbours kept per group (default: no cap).
         outer, inner: [N] integer group ids (default: one group).
@@ -111,6 +115,7 @@ def query_expansion(
         [N, N] float32 ``torch.sparse_csr`` tensor.
     """
     crow, col, val = _csr(v, "query_expansion", "v")
+    unique_rank_rows("query_expansion", rank, pool)
     n = crow.numel() - 1
     zeros = torch.zeros(n, dtype=torch.int64, device=crow.device)
     outer = zeros if outer is None else _ids("query_expansion", "outer", outer, n, crow.device)

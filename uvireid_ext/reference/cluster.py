@@ -6,6 +6,8 @@ Same signatures and semantics as ``torch.ops.uvireid_ext.dbscan`` / ``segmented_
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -66,10 +68,14 @@ def dbscan(crow: Tensor, col: Tensor, val: Tensor, eps: float, min_samples: int)
 def segmented_kmeans(
     x: Tensor, labels: Tensor, num_clusters: int, n: int, max_iter: int, tol: float, seed: int
 ) -> tuple[Tensor, Tensor]:
-    """Per cluster: hash-seeded k-means++ (D^2 draws), Lloyd steps, final assignment; m < n -> means."""
+    """Per cluster: hash-seeded k-means++ (D^2 draws), Lloyd steps, final assignment; m < n -> means.
+    All on x / s, s the power of two nearest the largest row norm (the wrapper's scale-free rule),
+    centres scaled back by s."""
     centers = torch.zeros(num_clusters, n, x.shape[1], dtype=torch.float32)
     assign = torch.full((x.shape[0],), -1, dtype=torch.int64)
-    xc = x.detach().float().cpu()
+    top = float(x.detach().double().norm(dim=1).max()) if x.shape[0] else 0.0
+    log2s = math.frexp(top * math.sqrt(2.0))[1] - 1 if top > 0 else 0
+    xc = (x.detach().double().cpu() * 2.0**-log2s).float()
     lab = labels.cpu()
     for c in range(num_clusters):
         idx = (lab == c).nonzero().flatten()
@@ -114,4 +120,4 @@ def segmented_kmeans(
             it += 1
         centers[c] = cen
         assign[idx] = part
-    return centers.to(x.device), assign.to(x.device)
+    return (centers.double() * 2.0**log2s).float().to(x.device), assign.to(x.device)

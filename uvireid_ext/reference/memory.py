@@ -10,7 +10,9 @@ __all__ = ["memory_update_", "segment_reduce"]
 def memory_update_(
     memory: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, momentum: float, hard: bool = False
 ) -> None:
-    """Sequential in-place update, batch order (see ``uvireid_ext.ops.memory.memory_update_``)."""
+    """Sequential in-place update, batch order (see ``uvireid_ext.ops.memory.memory_update_``). As
+    the kernels: the row in the memory's dtype, its norm in float64 (float32 rows of magnitude 1e20
+    would overflow a float32 norm)."""
     eps = 1e-12
     if hard:
         for c in sorted({int(v) for v in labels.tolist() if v >= 0}):
@@ -19,14 +21,14 @@ def memory_update_(
             cos = (xs @ memory[c].double()) / xs.norm(dim=1).clamp_min(eps)
             b = int(idx[int(torch.argmin(cos))])  # argmin returns the first minimum
             row = momentum * memory[c] + (1 - momentum) * features[b]
-            memory[c] = row / row.norm().clamp_min(eps)
+            memory[c] = row / row.double().norm().clamp_min(eps)
         return
     for b in range(labels.numel()):
         c = int(labels[b])
         if c < 0:
             continue
         row = momentum * memory[c] + (1 - momentum) * features[b]
-        memory[c] = row / row.norm().clamp_min(eps)
+        memory[c] = row / row.double().norm().clamp_min(eps)
 
 
 def segment_reduce(

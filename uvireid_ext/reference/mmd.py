@@ -14,18 +14,20 @@ def mmd2_single(
     kernel_mul: float = 2.0,
     kernel_num: int = 5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MMD² of two sets (differentiable) and the bandwidths used."""
-    pooled = torch.cat([x, y])
+    """MMD² of two sets (differentiable) and the bandwidths used. As the kernels: squared distances
+    and kernel sums in float64, bandwidths in the inputs' dtype (float32 ones overflow to Inf when
+    the mean squared distance exceeds float32, which the op refuses)."""
+    pooled = torch.cat([x, y]).double()
     d = (pooled[:, None, :] - pooled[None, :, :]).pow(2).sum(-1)
     p = pooled.shape[0]
     if bandwidths is None:
         base = (d.detach().sum() / (p * p - p)).clamp_min(1e-12) / kernel_mul ** (kernel_num // 2)
-        bw = torch.stack([base * kernel_mul**s for s in range(kernel_num)])
+        bw = torch.stack([base * kernel_mul**s for s in range(kernel_num)]).to(x.dtype)
     else:
         bw = bandwidths
-    k = sum(torch.exp(-d / b) for b in bw)
+    k = sum(torch.exp(-d / b) for b in bw.double())
     n = x.shape[0]
-    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean(), bw
+    return (k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()).to(x.dtype), bw
 
 
 def mmd2(
