@@ -86,7 +86,7 @@ def write(out: str, name: str, device: str, rows: list[dict[str, Any]], columns:
         "|" + "---|" * len(columns),
     ]
     for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) for c in columns) + " |")
+        lines.append("| " + " | ".join(str(r.get(c, "—")) for c in columns) + " |")
     table = "\n".join(lines) + "\n"
     print(table, flush=True)
     save(out, f"{name}_{device}", {"environment": env, "rows": rows}, table)

@@ -6,6 +6,11 @@ NumPy port (uvireid_ext/reference/classic_jaccard.py), measured in the same run.
     python -m uvireid_ext bench distance --device cuda --sizes 34000,100000,200000,1000000 --no-baseline
     python -m uvireid_ext bench distance --candidates bf16,fp64 --noise 0.3  # kNN tiers, tighter identities
 
+The kNN alone is also timed (best of --repeats) against faiss's exact IndexFlatL2 search (the CPU path
+of cluster-contrast; `pip install faiss-cpu`, skipped with a note when absent) and against one plain
+float32 GEMM x @ x.T of the same size, the work faiss itself cannot avoid; faiss_rows_off is the share
+of rows whose faiss neighbour list differs from the exact one.
+
 Each (implementation, N) runs in its own process, so peak RSS (and on CUDA peak GPU memory) belongs
 to that run alone. Ours is the sparse path (max_distance = eps, what DBSCAN needs); the port builds
 the dense N×N matrices as users run it today. Writes <out>/<name>_<device>.{json,md}.
@@ -71,6 +76,43 @@ def run_ours(n: int, d: int, k1: int, k2: int, eps: float, device: str, candidat
     ))
 
 
+def run_knn_baselines(n: int, d: int, k: int, noise: float, repeats: int, out) -> None:
+    """kNN alone: ours, faiss IndexFlatL2 (when installed) and a plain float32 GEMM, best of `repeats`."""
+    import torch
+
+    from uvireid_ext.ops import op
+
+    x = features(n, d, noise=noise)
+
+    def best(f):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            r = f()
+            times.append(time.perf_counter() - t0)
+        return min(times), r
+
+    ours_s, (rank, _) = best(lambda: op("knn")(x, k, "bf16"))
+    gemm_s, _ = best(lambda: x @ x.T)
+    res = dict(knn_best_s=ours_s, gemm_s=gemm_s, faiss_s=None, faiss_rows_off=None)
+    try:
+        import faiss
+    except ImportError:
+        print("faiss is not installed (pip install faiss-cpu): no faiss column", flush=True)
+    else:
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        xn = x.numpy()
+
+        def search():
+            index = faiss.IndexFlatL2(d)
+            index.add(xn)
+            return index.search(xn, k)[1]
+
+        res["faiss_s"], fi = best(search)
+        res["faiss_rows_off"] = (torch.from_numpy(fi) != rank).any(dim=1).double().mean().item()
+    out.put(res)
+
+
 def run_classic(n: int, d: int, k1: int, k2: int, noise: float, out) -> None:
     from _report import peak_rss_gb
 
@@ -104,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
                    help="knn candidate tiers to time, comma separated: bf16 and/or fp64")
     p.add_argument("--noise", type=float, default=0.8, help="feature noise around identity centres")
     p.add_argument("--no-baseline", action="store_true", help="skip the classic port (large N)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the kNN-alone timings (best is kept)")
     p.add_argument("--name", default="distance", help="results file name: <out>/<name>_<device>.{json,md}")
     return p
 
@@ -124,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                        total_s=round(after_knn + ours["knn_s"], 3), peak_rss_gb=round(ours["peak_rss_gb"], 2),
                        nnz_per_row=round(ours["nnz_qe"] / n, 1),
                        pairs_within_eps_per_row=round(ours["nnz_out"] / n, 1))
+            if t == 0 and args.device == "cpu":
+                b = in_process(run_knn_baselines, n, args.dim, args.k1, args.noise, args.repeats)
+                row.update(knn_best_s=round(b["knn_best_s"], 3), gemm_s=round(b["gemm_s"], 3),
+                           knn_vs_gemm=round(b["gemm_s"] / b["knn_best_s"], 2))
+                if b["faiss_s"] is not None:
+                    row.update(faiss_s=round(b["faiss_s"], 3), knn_vs_faiss=round(b["faiss_s"] / b["knn_best_s"], 2),
+                               faiss_rows_off=round(b["faiss_rows_off"], 4))
             if ours["peak_gpu_gb"] is not None:
                 row["peak_gpu_gb"] = round(ours["peak_gpu_gb"], 2)
             if not args.no_baseline:
@@ -137,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                            memory_ratio=round(c["peak_rss_gb"] / ours["peak_rss_gb"], 1))
             rows.append(row)
             print(line(row), flush=True)
-    columns = list(rows[0].keys())
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     write(args.out, args.name, args.device, rows, columns)
     return 0
 

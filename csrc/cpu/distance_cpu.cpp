@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -91,17 +92,48 @@ Tensor gather_rows(const Tensor& m, const std::vector<int64_t>& rows, int64_t r0
   return out;
 }
 
-// The GEMM of a tier, a block of rows `a` of h against rows [j0, n) of h: the bf16 tier's h holds
-// bf16 values in float storage (a float32 matmul multiplies them exactly); the fp64 tier's h is x,
-// converted to float64 a column chunk at a time so no float64 copy of x is ever whole.
+// The hot loops of knn outside its GEMM get an AVX2 build chosen at load time where the CPU has it.
+// Same bits as the default build: element-wise arithmetic and sums in an order fixed in the source,
+// and neither build fuses multiply-adds.
+#if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
+#define UVIREID_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define UVIREID_CPU_CLONES
+#endif
+
+// squared_distance: most of the time knn spends outside its GEMM.
+UVIREID_CPU_CLONES double exact_key(const float* a, const float* b, int64_t dim) {
+  return squared_distance(a, b, dim);
+}
+
+// A GEMM output element as a double: bf16 (torch's storage, the upper half of a float) or float64.
+inline double widen(uint16_t v) {
+  const uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline double widen(double v) { return v; }
+
+// The GEMM of a tier, a block of rows `a` (float) of h against rows [j0, n) of h. The bf16 tier's h
+// holds bf16 values in float storage: they are exact in bf16, and torch's CPU bf16 matmul sums the
+// exact products in float32 and rounds the result to bf16 (the bound's `out` term), at twice the
+// float32 rate where the CPU has bf16 dot products. The fp64 tier's h is x, converted to float64 a
+// column chunk at a time so no float64 copy of x is ever whole.
 struct CpuTierGemm {
-  Tensor h;
+  Tensor h;   // [n, D] float
+  Tensor hb;  // [n, D] bf16 copy of h (bf16 tier only)
   bool fp64 = false;
   Tensor operator()(const Tensor& a, int64_t j0 = 0) const {
-    Tensor all = h;
     const int64_t m = h.size(0) - j0;
+    if (!fp64) {
+      Tensor all = hb;
+      Tensor b = torch::stable::narrow(all, 0, j0, m);
+      Tensor ab = torch::stable::to(a, ScalarType::BFloat16);
+      return torch::stable::contiguous(torch::stable::matmul(ab, torch::stable::transpose(b, 0, 1)));
+    }
+    Tensor all = h;
     Tensor b = torch::stable::narrow(all, 0, j0, m);
-    if (!fp64) return torch::stable::contiguous(torch::stable::matmul(a, torch::stable::transpose(b, 0, 1)));
     const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / h.size(1));
     Tensor ad = torch::stable::to(a, ScalarType::Double);
     Tensor g = empty_cpu({a.size(0), m}, ScalarType::Double);
@@ -115,126 +147,220 @@ struct CpuTierGemm {
   }
 };
 
-using Candidate = std::pair<double, int64_t>;  // (lower bound on the exact key, row)
+// Per-row terms of a tier's bound (kernels/distance.cuh), one array each so the scans vectorise.
+struct TierTerms {
+  std::vector<double> sq, nx, nh, nl, p;  // |x|^2, |x|, |h|, |l|, scan_term
+  TierBound tb;
+  ScanBound row(int64_t i) const { return bound_for_row(sq[i], nx[i], nh[i], nl[i], tb); }
+  ScanBound column(int64_t j) const { return bound_for_column(sq[j], nx[j], nh[j], nl[j], tb); }
+};
 
-// Keeps the `cand` smallest candidates offered, as a max-heap (order-independent: pairs are unique).
-inline void offer(std::vector<Candidate>& heap, int64_t cand, Candidate item) {
-  if (static_cast<int64_t>(heap.size()) < cand) {
-    heap.push_back(item);
-    std::push_heap(heap.begin(), heap.end());
-  } else if (item < heap.front()) {
-    std::pop_heap(heap.begin(), heap.end());
-    heap.back() = item;
-    std::push_heap(heap.begin(), heap.end());
+// At least the `cand` candidates of every row with the smallest (lower bound, index) pairs, each row
+// a reservoir of 2 cand slots: a candidate goes in when its bound does not exceed thr[r]; a full
+// reservoir keeps its cand smallest and thr[r] becomes the largest of those (+Inf until then). So
+// every candidate not held has a bound >= thr[r] >= every held bound, which is what the proof needs.
+struct CandidateSets {
+  using Candidate = std::pair<double, int64_t>;
+  int64_t cand;
+  std::vector<Candidate> items;  // [rows, 2 cand]
+  std::vector<int64_t> size;
+  std::vector<double> thr;
+  CandidateSets(int64_t rows, int64_t cand_)
+      : cand(cand_), items(static_cast<size_t>(rows * 2 * cand_)), size(rows, 0), thr(rows, HUGE_VAL) {}
+  Candidate* slots(int64_t r) { return items.data() + r * 2 * cand; }
+  void clear(int64_t r) {
+    size[r] = 0;
+    thr[r] = HUGE_VAL;
+  }
+  void offer(int64_t r, double lb, int64_t j) {
+    Candidate* h = slots(r);
+    h[size[r]++] = {lb, j};
+    if (size[r] == 2 * cand) {
+      std::nth_element(h, h + cand - 1, h + 2 * cand);
+      size[r] = cand;
+      thr[r] = h[cand - 1].first;
+    }
+  }
+};
+
+constexpr int64_t kScanChunk = 256;
+
+// Lower bounds of a chunk of scanned indices t0 + [0, cnt) of one GEMM row, seen through `s` (the
+// fixed side's coefficients): a plain loop over contiguous arrays, which the compiler vectorises.
+template <class G>
+inline void chunk_bounds_of(const ScanBound& s, const G* g, const TierTerms& tt, int64_t t0, int64_t cnt,
+                            double* out) {
+  const double* p = tt.p.data() + t0;
+  const double* nh = tt.nh.data() + t0;
+  const double* nl = tt.nl.data() + t0;
+  const double* nx = tt.nx.data() + t0;
+  for (int64_t u = 0; u < cnt; ++u) out[u] = scan_bound(s, widen(g[u]), p[u], nh[u], nl[u], nx[u]);
+}
+UVIREID_CPU_CLONES void chunk_bounds(const ScanBound& s, const uint16_t* g, const TierTerms& tt, int64_t t0,
+                                     int64_t cnt, double* out) {
+  chunk_bounds_of(s, g, tt, t0, cnt, out);
+}
+UVIREID_CPU_CLONES void chunk_bounds(const ScanBound& s, const double* g, const TierTerms& tt, int64_t t0,
+                                     int64_t cnt, double* out) {
+  chunk_bounds_of(s, g, tt, t0, cnt, out);
+}
+
+// Row i (candidate set r) against indices [t0, t1) of GEMM row g (g[0] is index t0).
+template <class G>
+void scan_row(CandidateSets& sets, int64_t r, const ScanBound& s, const G* g, const TierTerms& tt, int64_t t0,
+              int64_t t1) {
+  double lb[kScanChunk];
+  for (int64_t c0 = t0; c0 < t1; c0 += kScanChunk) {
+    const int64_t cnt = std::min(kScanChunk, t1 - c0);
+    chunk_bounds(s, g + (c0 - t0), tt, c0, cnt, lb);
+    for (int64_t u = 0; u < cnt; ++u)
+      if (lb[u] <= sets.thr[r]) sets.offer(r, lb[u], c0 + u);
   }
 }
 
-// Row i with its full candidate heap: exact keys, and the top k written when the bound proves them
-// (see kernels/distance.cuh). Returns false, writing nothing, when it cannot.
-bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, int64_t cand, int64_t i,
-                const std::vector<Candidate>& heap, std::vector<Candidate>& exact, int64_t* ip, float* dp) {
-  exact.clear();
-  for (const auto& c : heap) exact.emplace_back(squared_distance(xp + i * dim, xp + c.second * dim, dim), c.second);
-  std::sort(exact.begin(), exact.end());
-  if (cand < n && !candidates_proven(heap.front().first, exact[k - 1].first)) return false;
-  for (int64_t t = 0; t < k; ++t) {
-    ip[i * k + t] = exact[t].second;
-    dp[i * k + t] = static_cast<float>(exact[t].first);
+// Exact keys of row i's candidates, in the order of their lower bounds, until the bound proves the
+// top k (see kernels/distance.cuh): a candidate whose bound exceeds the k-th exact key so far, and
+// every row not held (bounds >= thr >= every held bound), rank after the top k. Writes the top k
+// and returns true, or returns false, writing nothing. `broken` is set when an exact key falls below
+// its bound: the GEMM did not behave as the bound assumes, and the caller redoes the work exactly.
+bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSets& sets, int64_t r, int64_t i,
+                std::vector<CandidateSets::Candidate>& best, int64_t* ip, float* dp, bool& broken) {
+  using Candidate = CandidateSets::Candidate;
+  Candidate* h = sets.slots(r);
+  const int64_t cnt = sets.size[r];
+  const double bound_max = sets.thr[r];  // +Inf: nothing was ever turned away
+  std::sort(h, h + cnt);
+  best.clear();  // max-heap of the k best exact (key, index) pairs so far
+  bool proven = false;
+  int64_t t = 0;
+  for (; t < cnt; ++t) {
+    if (static_cast<int64_t>(best.size()) == k && h[t].first > best.front().first) {
+      proven = true;
+      break;
+    }
+    const Candidate e{exact_key(xp + i * dim, xp + h[t].second * dim, dim), h[t].second};
+    if (e.first < h[t].first) broken = true;
+    if (static_cast<int64_t>(best.size()) < k) {
+      best.push_back(e);
+      std::push_heap(best.begin(), best.end());
+    } else if (e < best.front()) {
+      std::pop_heap(best.begin(), best.end());
+      best.back() = e;
+      std::push_heap(best.begin(), best.end());
+    }
+  }
+  if (!proven) proven = bound_max == HUGE_VAL || candidates_proven(bound_max, best.front().first);
+  sets.clear(r);
+  if (!proven) return false;
+  std::sort_heap(best.begin(), best.end());
+  for (int64_t q = 0; q < k; ++q) {
+    ip[i * k + q] = best[q].second;
+    dp[i * k + q] = static_cast<float>(best[q].first);
   }
   return true;
 }
 
-// The lower bound of the pair (i, j) seen from row i (the bound is not symmetric in i and j).
-struct PairBound {
-  const double* sq;
-  SplitNorms nrm;
-  TierBound tb;
-  double operator()(double g, int64_t i, int64_t j) const {
-    return distance_lower_bound(g, sq[i], sq[j], nrm.x[i], nrm.h[i], nrm.l[i], nrm.x[j], nrm.h[j], nrm.l[j], tb);
-  }
+// What a tier leaves: the rows its bound could not prove, and whether an exact key ever fell below
+// its bound (then nothing it wrote can be trusted).
+struct TierResult {
+  std::vector<int64_t> left;
+  bool broken = false;
 };
 
 // One candidate tier over every row, using the symmetry of the GEMM: block I of rows is multiplied
 // only with rows [I0, n), and the product serves rows of block I (row by row) and rows after it
 // (column by column), so the tier costs half a full GEMM. A row is settled once its block is done:
-// it has then seen every column. Returns the rows the bound could not prove. G: the GEMM output type.
+// it has then seen every column. G: the GEMM output type.
 template <class G>
-std::vector<int64_t> knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
-                                  PairBound bound, int64_t cand, int64_t* ip, float* dp) {
+TierResult knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
+                        const TierTerms& tt, int64_t cand, int64_t* ip, float* dp) {
   const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 23) / n));
-  std::vector<std::vector<Candidate>> heaps(n);
-  std::vector<char> unproven(n, 0);
+  CandidateSets sets(n, cand);
+  std::vector<char> unproven(n, 0), broken(n, 0);
   for (int64_t i0 = 0; i0 < n; i0 += block) {
     const int64_t rb = std::min(block, n - i0), m = n - i0;
     Tensor hh = gemm.h;
     const Tensor g = gemm(torch::stable::narrow(hh, 0, i0, rb), i0);  // [rb, m]: rows i0.. x rows i0..
-    const G* gp = g.const_data_ptr<G>();
+    const G* gp = static_cast<const G*>(g.const_data_ptr());
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {  // rows of this block, all columns >= i0
-      for (int64_t r = b; r < e; ++r) {
-        heaps[i0 + r].reserve(cand + 1);
-        for (int64_t c = 0; c < m; ++c) offer(heaps[i0 + r], cand, {bound(gp[r * m + c], i0 + r, i0 + c), i0 + c});
-      }
+      for (int64_t r = b; r < e; ++r) scan_row(sets, i0 + r, tt.row(i0 + r), gp + r * m, tt, i0, n);
     });
-    torch::stable::parallel_for(rb, m, 64, [&](int64_t b, int64_t e) {  // later rows, columns of this block
-      for (int64_t c = b; c < e; ++c) heaps[i0 + c].reserve(cand + 1);
-      for (int64_t r = 0; r < rb; ++r)
-        for (int64_t c = b; c < e; ++c) offer(heaps[i0 + c], cand, {bound(gp[r * m + c], i0 + c, i0 + r), i0 + r});
+    torch::stable::parallel_for(rb, m, 256, [&](int64_t b, int64_t e) {  // later rows, columns of this block
+      // Row by row of the product: long contiguous reads of it, while the rows' sets stay in cache.
+      double lb[kScanChunk];
+      for (int64_t r = 0; r < rb; ++r) {
+        const ScanBound s = tt.column(i0 + r);
+        for (int64_t c0 = b; c0 < e; c0 += kScanChunk) {
+          const int64_t cnt = std::min(kScanChunk, e - c0);
+          chunk_bounds(s, gp + r * m + c0, tt, i0 + c0, cnt, lb);
+          const double* thr = sets.thr.data() + i0 + c0;
+          for (int64_t u = 0; u < cnt; ++u)
+            if (lb[u] <= thr[u]) sets.offer(i0 + c0 + u, lb[u], i0 + r);
+        }
+      }
     });
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
-      std::vector<Candidate> exact;
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t i = i0 + r;
-        unproven[i] = !settle_row(xp, n, dim, k, cand, i, heaps[i], exact, ip, dp);
-        std::vector<Candidate>().swap(heaps[i]);
-      }
+      std::vector<CandidateSets::Candidate> best;
+      bool bad = false;
+      for (int64_t r = b; r < e; ++r) unproven[i0 + r] = !settle_row(xp, n, dim, k, sets, i0 + r, i0 + r, best, ip, dp, bad);
+      if (bad) broken[i0 + b] = 1;
     });
   }
-  std::vector<int64_t> left;
-  for (int64_t i = 0; i < n; ++i)
-    if (unproven[i]) left.push_back(i);
-  return left;
+  TierResult res;
+  for (int64_t i = 0; i < n; ++i) {
+    if (unproven[i]) res.left.push_back(i);
+    if (broken[i]) res.broken = true;
+  }
+  return res;
 }
 
-// One candidate tier over the listed rows: blocks of them against all rows. Returns the rows the
-// bound could not prove.
+// One candidate tier over the listed rows: blocks of them against all rows.
 template <class G>
-std::vector<int64_t> knn_tier_rows(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
-                                   const std::vector<int64_t>& rows, PairBound bound, int64_t cand, int64_t* ip,
-                                   float* dp) {
+TierResult knn_tier_rows(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
+                         const TierTerms& tt, const std::vector<int64_t>& rows, int64_t cand, int64_t* ip, float* dp) {
   const int64_t total = static_cast<int64_t>(rows.size());
   const int64_t block = std::max<int64_t>(1, std::min<int64_t>(total, (int64_t{1} << 23) / n));
-  std::vector<char> unproven(total, 0);
+  CandidateSets sets(block, cand);
+  std::vector<char> unproven(total, 0), broken(total, 0);
   for (int64_t r0 = 0; r0 < total; r0 += block) {
     const int64_t rb = std::min(block, total - r0);
     const Tensor g = gemm(gather_rows(gemm.h, rows, r0, rb));
-    const G* gp = g.const_data_ptr<G>();
+    const G* gp = static_cast<const G*>(g.const_data_ptr());
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
-      std::vector<Candidate> heap, exact;
-      heap.reserve(cand + 1);
+      std::vector<CandidateSets::Candidate> best;
+      bool bad = false;
       for (int64_t r = b; r < e; ++r) {
         const int64_t i = rows[r0 + r];
-        heap.clear();
-        for (int64_t j = 0; j < n; ++j) offer(heap, cand, {bound(gp[r * n + j], i, j), j});
-        unproven[r0 + r] = !settle_row(xp, n, dim, k, cand, i, heap, exact, ip, dp);
+        scan_row(sets, r, tt.row(i), gp + r * n, tt, 0, n);
+        unproven[r0 + r] = !settle_row(xp, n, dim, k, sets, r, i, best, ip, dp, bad);
       }
+      if (bad) broken[r0 + b] = 1;
     });
   }
-  std::vector<int64_t> left;
-  for (int64_t t = 0; t < total; ++t)
-    if (unproven[t]) left.push_back(rows[t]);
-  return left;
+  TierResult res;
+  for (int64_t t = 0; t < total; ++t) {
+    if (unproven[t]) res.left.push_back(rows[t]);
+    if (broken[t]) res.broken = true;
+  }
+  return res;
 }
 
-// The symmetric tier halves the GEMM but keeps a candidate heap for every row and updates them in
-// scattered order: worth it when rows are long next to the heaps, and while the heaps fit 1 GiB.
-bool use_symmetric_tier(int64_t n, int64_t dim, int64_t cand) {
-  return dim >= 2 * cand && n * (cand + 1) * static_cast<int64_t>(sizeof(Candidate)) <= (int64_t{1} << 30);
+// The symmetric tier halves the GEMM but keeps a candidate set for every row: used while they fit 1 GiB.
+bool use_symmetric_tier(int64_t n, int64_t cand) {
+  return n * cand * static_cast<int64_t>(sizeof(CandidateSets::Candidate)) <= (int64_t{1} << 30);
 }
 
 std::vector<int64_t> all_rows(int64_t n) {
   std::vector<int64_t> rows(n);
   std::iota(rows.begin(), rows.end(), 0);
   return rows;
+}
+
+template <class G>
+TierResult run_tier(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm, const TierTerms& tt,
+                    const std::vector<int64_t>* rows, int64_t cand, int64_t* ip, float* dp) {
+  if (rows == nullptr && use_symmetric_tier(n, cand)) return knn_tier_all<G>(xp, n, dim, k, gemm, tt, cand, ip, dp);
+  return knn_tier_rows<G>(xp, n, dim, k, gemm, tt, rows ? *rows : all_rows(n), cand, ip, dp);
 }
 
 std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) {
@@ -250,49 +376,53 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
   int64_t* ip = idx.mutable_data_ptr<int64_t>();
   float* dp = dist.mutable_data_ptr<float>();
 
-  std::vector<double> sq(n), nx(n), zeros(n, 0.0);
+  TierTerms t64{std::vector<double>(n), std::vector<double>(n), {}, std::vector<double>(n, 0.0), std::vector<double>(n),
+                tier_bound(Tier::Fp64, dim)};
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      sq[i] = dot(xp + i * dim, xp + i * dim, dim);
-      nx[i] = std::sqrt(sq[i]);
+      t64.sq[i] = dot(xp + i * dim, xp + i * dim, dim);
+      t64.nx[i] = std::sqrt(t64.sq[i]);
+      t64.p[i] = scan_term(t64.sq[i], t64.nx[i], t64.tb);
     }
   });
+  t64.nh = t64.nx;  // the fp64 tier multiplies x itself: h = x, l = 0
   // Tiers: bf16 GEMM for every row, fp64 GEMM for the rows it cannot prove, an exact ranking of the
   // whole row for what is left (many exact ties).
-  std::vector<int64_t> left;
+  TierResult res;
+  bool all_fp64 = first == Tier::Fp64;
   if (first == Tier::Bf16) {
     Tensor h = empty_cpu({n, dim}, ScalarType::Float);
     float* hp = h.mutable_data_ptr<float>();
-    std::vector<double> nh(n), nl(n);
+    TierTerms tb{t64.sq, t64.nx, std::vector<double>(n), std::vector<double>(n), std::vector<double>(n),
+                 tier_bound(Tier::Bf16, dim)};
+    tb.tb.out = 0.00392156862745098;  // 2^-8 / (1 - 2^-8): |g - g_out| <= 2^-8 |g| <= out |g_out|
+    tb.tb.tiny += 1.1754943508222875e-38;  // 2^-126: a float32 sum below it may round to a zero bf16
     torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         double sh = 0.0, sl = 0.0;
         for (int64_t d = 0; d < dim; ++d) hp[i * dim + d] = split_bf16(xp[i * dim + d], sh, sl);
-        nh[i] = std::sqrt(sh);
-        nl[i] = std::sqrt(sl);
+        tb.nh[i] = std::sqrt(sh);
+        tb.nl[i] = std::sqrt(sl);
+        tb.p[i] = scan_term(tb.sq[i], tb.nx[i], tb.tb);
       }
     });
-    const CpuTierGemm gemm{h, false};
-    const PairBound bound{sq.data(), {nx.data(), nh.data(), nl.data()}, tier_bound(Tier::Bf16, dim)};
-    const int64_t cand = tier_candidates(Tier::Bf16, k, n);
-    left = use_symmetric_tier(n, dim, cand) ? knn_tier_all<float>(xp, n, dim, k, gemm, bound, cand, ip, dp)
-                                            : knn_tier_rows<float>(xp, n, dim, k, gemm, all_rows(n), bound, cand, ip, dp);
+    const CpuTierGemm gemm{h, torch::stable::to(h, ScalarType::BFloat16), false};
+    res = run_tier<uint16_t>(xp, n, dim, k, gemm, tb, nullptr, tier_candidates(Tier::Bf16, k, n), ip, dp);
+    all_fp64 = res.broken;  // the matmul broke the bound's assumptions: redo every row in float64
   }
-  const CpuTierGemm gemm64{x, true};
-  const PairBound bound64{sq.data(), {nx.data(), nx.data(), zeros.data()}, tier_bound(Tier::Fp64, dim)};
+  const CpuTierGemm gemm64{x, Tensor(), true};
   const int64_t cand64 = tier_candidates(Tier::Fp64, k, n);
-  if (first == Tier::Fp64)
-    left = use_symmetric_tier(n, dim, cand64)
-               ? knn_tier_all<double>(xp, n, dim, k, gemm64, bound64, cand64, ip, dp)
-               : knn_tier_rows<double>(xp, n, dim, k, gemm64, all_rows(n), bound64, cand64, ip, dp);
-  else if (!left.empty())
-    left = knn_tier_rows<double>(xp, n, dim, k, gemm64, left, bound64, cand64, ip, dp);
+  if (all_fp64)
+    res = run_tier<double>(xp, n, dim, k, gemm64, t64, nullptr, cand64, ip, dp);
+  else if (!res.left.empty())
+    res = run_tier<double>(xp, n, dim, k, gemm64, t64, &res.left, cand64, ip, dp);
+  std::vector<int64_t> left = res.broken ? all_rows(n) : res.left;
   torch::stable::parallel_for(0, static_cast<int64_t>(left.size()), 1, [&](int64_t b, int64_t e) {
     std::vector<std::pair<double, int64_t>> exact;
     for (int64_t f = b; f < e; ++f) {
       const int64_t i = left[f];
       exact.clear();
-      for (int64_t j = 0; j < n; ++j) exact.emplace_back(squared_distance(xp + i * dim, xp + j * dim, dim), j);
+      for (int64_t j = 0; j < n; ++j) exact.emplace_back(exact_key(xp + i * dim, xp + j * dim, dim), j);
       std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
       for (int64_t t = 0; t < k; ++t) {
         ip[i * k + t] = exact[t].second;

@@ -151,16 +151,23 @@ UVIREID_HD int64_t expansion_weights(const int64_t* rank, int64_t K, const int64
   return n;
 }
 
-// Exact squared Euclidean distance of two float rows, accumulated in double in a fixed order: the
-// same arithmetic for every pair, so duplicate rows give bit-identical distances (exact ties).
+// Exact squared Euclidean distance of two float rows, accumulated in double in a fixed order (eight
+// interleaved partial sums, then a fixed tree): the same arithmetic for every pair and every
+// instruction set, so duplicate rows give bit-identical distances (exact ties), and a vector build
+// of it (the CPU's AVX2 clone) gives the same bits as a scalar one.
 UVIREID_HD double squared_distance(const float* a, const float* b, int64_t D) {
-  double s = 0.0;
-  UVIREID_SIMD_SUM_S
-  for (int64_t d = 0; d < D; ++d) {
-    const double t = static_cast<double>(a[d]) - static_cast<double>(b[d]);
-    s += t * t;
+  double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double t = static_cast<double>(a[d + l]) - static_cast<double>(b[d + l]);
+      s[l] += t * t;
+    }
+  for (int l = 0; d + l < D; ++l) {
+    const double t = static_cast<double>(a[d + l]) - static_cast<double>(b[d + l]);
+    s[l] += t * t;
   }
-  return s;
+  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
 // <a, b> of two float rows, accumulated in double.
@@ -202,8 +209,10 @@ enum class Tier { Bf16, Fp64 };
 // accumulation: four times IEEE's, because tensor cores may truncate instead of rounding). delta: the
 // float64 rounding of norms, of the approximation and of the exact key, relative to (|x_i| + |x_j|)^2.
 // tiny: products and partial sums a float32 GEMM may flush to zero (2^-126 each).
+// out: the relative rounding of the GEMM's output (0 when it is float32 or float64; a bf16 output,
+// as the CPU's bf16 matmul gives, is within 2^-8 of the float32 sum it rounds, |g - g_out| <= out |g_out|).
 struct TierBound {
-  double gamma, delta, tiny;
+  double gamma, delta, tiny, out = 0.0;
 };
 
 UVIREID_HD TierBound tier_bound(Tier tier, int64_t D) {
@@ -250,15 +259,38 @@ struct SplitNorms {
 // A lower bound on the exact key of rows i and j, from g = the tier's GEMM value for <h_i, h_j>, the
 // float64 squared norms sq and the norms |x|, |h|, |l| of both rows:
 //   <x_i, x_j> - <h_i, h_j> = <h_i, l_j> + <l_i, x_j>, at most |h_i||l_j| + |l_i||x_j| (Cauchy-Schwarz);
-//   |g - <h_i, h_j>| <= gamma |h_i||h_j| + tiny.
-// Anything not finite becomes -Inf, which keeps j among the candidates (the proof then fails and the
+//   |g - <h_i, h_j>| <= gamma |h_i||h_j| + tiny + out |g|.
+// A scan holds one side fixed, so the bound is kept as a fixed part and coefficients of the scanned
+// side t's norms: lb = base + p_t - 2 g - out2 |g| - a |h_t| - b |l_t| - c |x_t|, p_t = sq_t - delta |x_t|^2.
+// Anything not finite becomes -Inf, which keeps t among the candidates (the proof then fails and the
 // row goes to the next tier) instead of wrongly excluding it.
+struct ScanBound {
+  double base, a, b, c, out2;
+};
+
+// Row i fixed, scanning the columns j of its own row.
+UVIREID_HD ScanBound bound_for_row(double sq_i, double nx_i, double nh_i, double nl_i, const TierBound& tb) {
+  return {sq_i - tb.delta * nx_i * nx_i - 2.0 * tb.tiny, 2.0 * tb.gamma * nh_i, 2.0 * nh_i,
+          2.0 * nl_i + 2.0 * tb.delta * nx_i, 2.0 * tb.out};
+}
+
+// Column j fixed, scanning the rows i whose bound it enters.
+UVIREID_HD ScanBound bound_for_column(double sq_j, double nx_j, double nh_j, double nl_j, const TierBound& tb) {
+  return {sq_j - tb.delta * nx_j * nx_j - 2.0 * tb.tiny, 2.0 * nl_j + 2.0 * tb.gamma * nh_j, 2.0 * nx_j,
+          2.0 * tb.delta * nx_j, 2.0 * tb.out};
+}
+
+// p_t of the scanned side.
+UVIREID_HD double scan_term(double sq_t, double nx_t, const TierBound& tb) { return sq_t - tb.delta * nx_t * nx_t; }
+
+UVIREID_HD double scan_bound(const ScanBound& s, double g, double p_t, double nh_t, double nl_t, double nx_t) {
+  const double lower = s.base + p_t - 2.0 * g - s.out2 * fabs(g) - s.a * nh_t - s.b * nl_t - s.c * nx_t;
+  return (lower - lower == 0.0) ? lower : -HUGE_VAL;  // x - x == 0 only for finite x
+}
+
 UVIREID_HD double distance_lower_bound(double g, double sq_i, double sq_j, double nx_i, double nh_i, double nl_i,
                                        double nx_j, double nh_j, double nl_j, const TierBound& b) {
-  const double err = 2.0 * (nh_i * nl_j + nl_i * nx_j + b.gamma * nh_i * nh_j + b.tiny) +
-                     b.delta * (nx_i + nx_j) * (nx_i + nx_j);
-  const double lower = sq_i + sq_j - 2.0 * g - err;
-  return (lower - lower == 0.0) ? lower : -HUGE_VAL;  // x - x == 0 only for finite x
+  return scan_bound(bound_for_row(sq_i, nx_i, nh_i, nl_i, b), g, scan_term(sq_j, nx_j, b), nh_j, nl_j, nx_j);
 }
 
 // The candidate set S (the `cand` smallest lower bounds of a row, largest bound_max) holds the row's
