@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -94,3 +95,18 @@ def test_writes_to_out_relative_to_the_caller_and_prints_where(
     assert "{" not in printed and "}" not in printed  # rows as readable lines and a table, no dict dumps
     assert "| B |" in printed or "| ids |" in printed
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "bench" / "results").glob("*")} == committed
+
+
+def test_distance_times_knn_against_a_plain_gemm_and_faiss_when_installed(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["distance", "--sizes", "300", "--dim", "32", "--no-baseline", "--repeats", "1",
+                    "--out", str(tmp_path)]) == 0
+    printed = capfd.readouterr().out  # the timings run in child processes: capture the file descriptor
+    row = json.loads((tmp_path / "distance_cpu.json").read_text())["rows"][0]
+    assert row["knn_best_s"] > 0 and row["gemm_s"] > 0
+    assert row["knn_vs_gemm"] == pytest.approx(row["gemm_s"] / row["knn_best_s"], rel=0.05, abs=0.01)
+    if importlib.util.find_spec("faiss") is None:
+        assert "faiss is not installed" in printed and "faiss_s" not in row
+    else:
+        assert row["faiss_s"] > 0 and 0.0 <= row["faiss_rows_off"] <= 1.0
