@@ -25,7 +25,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
-from .ops import op
+from .ops import finite_rows, op
 
 __all__ = ["Metric", "ReRank", "re_rank"]
 
@@ -101,9 +101,7 @@ def _check_features(fn: str, name: str, t: Tensor) -> Tensor:
     if not isinstance(t, Tensor) or t.dim() != 2 or not t.is_floating_point():
         raise ValueError(f"{fn}: {name} must be a floating point [n, D] tensor, got "
                          f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}")
-    bad = ~torch.isfinite(t).all(1)
-    if bool(bad.any()):
-        raise ValueError(f"{fn}: {name} row {int(bad.nonzero()[0])} is not finite (NaN or Inf)")
+    finite_rows(fn, name, t)
     return t.float()
 
 
