@@ -44,6 +44,15 @@ def test_knn_bad_input(device):
         U.knn(x, 2)
     with pytest.raises(TypeError, match="knn: expected floating point features, got torch.int64"):
         U.knn(torch.ones(3, 2, dtype=torch.int64, device=device), 1)
+    # the wrappers screen with one sum: an Inf that a -Inf cancels, or values whose float32 sum
+    # overflows, must neither pass nor be refused by mistake
+    y = clustered(10, 4, 2).to(device)
+    y[2, 0], y[6, 3] = float("inf"), -float("inf")
+    with pytest.raises(ValueError, match="knn: features row 2 is not finite"):
+        U.knn(y, 2)
+    big = torch.full((6, 3), 3e38, device=device)
+    big[::2] *= -1
+    assert U.knn(big, 1)[0].shape == (6, 1)
     with pytest.raises(ValueError, match="knn: candidates must be 'bf16' or 'fp64', got 'tf32'"):
         U.knn(x, 2, candidates="tf32")
 

@@ -55,8 +55,8 @@ class _MatrixRows:
         self.s = s
         self.n, self.device, self.pair_bytes = s.shape[0], s.device, 4
 
-    def rows(self, start: int, stop: int) -> Tensor:
-        return self.s[:, start:stop].T.contiguous()
+    def rows(self, start: int, stop: int, col0: int = 0) -> Tensor:
+        return self.s[col0:, start:stop].T.contiguous()
 
     def gather(self, start: int, members: Tensor) -> Tensor:
         own = torch.arange(start, start + len(members), device=members.device)[:, None]

@@ -19,6 +19,7 @@ distance matrices (``uvireid_ext.compat.re_ranking``) through a source of Sᵀ r
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
@@ -42,8 +43,8 @@ class SquaredRows(Protocol):
     device: torch.device
     pair_bytes: int  # memory one gathered pair takes
 
-    def rows(self, start: int, stop: int) -> Tensor:
-        """Sᵀ[start:stop] as float32 [stop − start, n]."""
+    def rows(self, start: int, stop: int, col0: int = 0) -> Tensor:
+        """Sᵀ[start:stop, col0:] as float32 [stop − start, n − col0]."""
         ...
 
     def gather(self, start: int, members: Tensor) -> Tensor:
@@ -70,15 +71,28 @@ class FeatureRows:
         d2 = inner.mul_(-2).add_(sq_j).add_(sq_i).clamp_min_(0)
         return d2 if self.metric == "euclidean" else d2.square_()
 
-    def rows(self, start: int, stop: int) -> Tensor:
-        out = self._square(self.x[start:stop] @ self.x.T, self.sq[start:stop, None], self.sq[None, :])
-        r = torch.arange(stop - start, device=out.device)
-        out[r, r + start] = 0
+    def rows(self, start: int, stop: int, col0: int = 0) -> Tensor:
+        out = self._square(self.x[start:stop] @ self.x[col0:].T, self.sq[start:stop, None], self.sq[None, col0:])
+        r = torch.arange(max(start, col0), stop, device=out.device)  # the diagonal, where the block holds it
+        out[r - start, r - col0] = 0
         return out
 
     def gather(self, start: int, members: Tensor) -> Tensor:
         idx = members.clamp_min(0)
-        inner = torch.bmm(self.x[idx], self.x[start : start + len(members), :, None]).squeeze(-1)
+        rows = self.x[start : start + len(members)]
+        if self.device.type == "cpu":
+            # The products at the members only (SDDMM): no [b, M, D] copy of the members' features.
+            valid = members >= 0
+            crow = torch.zeros(len(members) + 1, dtype=torch.int64)
+            crow[1:] = valid.sum(1).cumsum(0)
+            with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+                warnings.simplefilter("ignore", UserWarning)
+                pattern = torch.sparse_csr_tensor(crow, members[valid], torch.zeros(int(crow[-1])),
+                                                  size=(len(members), self.n), check_invariants=False)
+            inner = torch.zeros(members.shape)
+            inner[valid] = torch.sparse.sampled_addmm(pattern, rows, self.x.T, beta=0.0).values()
+        else:
+            inner = torch.bmm(self.x[idx], rows[:, :, None]).squeeze(-1)
         out = self._square(inner, self.sq[start : start + len(members), None], self.sq[idx])
         own = torch.arange(start, start + len(members), device=out.device)[:, None]
         return out.masked_fill_(members == own, 0)
@@ -269,7 +283,9 @@ def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float
     for s in range(0, q, qblock):
         e = min(q, s + qblock)
         m = _jaccard_rows(crow, col, val, q, s, e, g_ptr, g_row, g_val)
-        jac = 1 - m / (2 - m)
-        w = src.rows(s, e)[:, q:] / scale[s:e, None]
-        out[s:e] = jac * (1 - lambda_value) + w * lambda_value
+        # (1 − λ)·J + λ·W with J = 1 − m / (2 − m) = 2(1 − m) / (2 − m), in place on the [b, G] blocks
+        jac = m.neg().add_(2)
+        jac = m.sub_(1).mul_(-2 * (1 - lambda_value)).div_(jac)
+        w = src.rows(s, e, q).mul_(lambda_value).div_(scale[s:e, None])
+        out[s:e] = jac.add_(w)
     return out

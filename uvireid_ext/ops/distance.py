@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import has_schema, op, register_fake, sparse_csr, unique_rank_rows
+from . import finite_rows, has_schema, op, register_fake, sparse_csr, unique_rank_rows
 
 __all__ = ["knn", "k_reciprocal_encode", "query_expansion", "jaccard", "jaccard_distance"]
 
@@ -33,10 +33,7 @@ def _features(fn: str, features: Tensor) -> Tensor:
     if not features.is_floating_point():
         raise TypeError(f"{fn}: expected floating point features, got {features.dtype}")
     x = features.detach().to(torch.float32).contiguous()
-    if not torch.compiler.is_compiling() and x.numel():
-        bad = ~torch.isfinite(x).all(dim=1)
-        if bad.any():
-            raise ValueError(f"{fn}: features row {int(bad.nonzero()[0])} is not finite (NaN or Inf)")
+    finite_rows(fn, "features", x)
     return x
 
 
