@@ -54,6 +54,7 @@ class _MatrixRows:
     def __init__(self, s: Tensor) -> None:
         self.s = s
         self.n, self.device, self.pair_bytes = s.shape[0], s.device, 4
+        self.symmetric = False  # the gallery block is used as given
 
     def rows(self, start: int, stop: int, col0: int = 0) -> Tensor:
         return self.s[col0:, start:stop].T.contiguous()

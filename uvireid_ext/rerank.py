@@ -5,7 +5,8 @@ query expansion are sparse, and only the [Q, G] result is dense.
 Steps, for N = Q + G items (queries first):
 
 1. S = the squared distances, Sᵀ row i divided by its maximum: W (every entry in [0, 1]).
-2. The first max(k1 + 1, k2) items of every row of W (self included): the only ranks that matter.
+2. The first max(k1 + 1, k2) items of every row of W (self included): the only ranks that matter
+   (from features, S is symmetric and each block product serves rows and columns: half the GEMM).
 3. k-reciprocal sets at depth k1 + 1 and h + 1 (h = round-half-even(k1 / 2)), the ⅔ expansion, and
    weights exp(−W) normalised over each set: the encoding V (CSR).
 4. V′ = the mean of the V rows of each item's first k2 ranked items (none when k2 = 1), with the
@@ -42,6 +43,7 @@ class SquaredRows(Protocol):
     n: int
     device: torch.device
     pair_bytes: int  # memory one gathered pair takes
+    symmetric: bool  # S = Sᵀ: a rank pass can use each product twice
 
     def rows(self, start: int, stop: int, col0: int = 0) -> Tensor:
         """Sᵀ[start:stop, col0:] as float32 [stop − start, n − col0]."""
@@ -63,6 +65,7 @@ class FeatureRows:
         self.sq = (self.x * self.x).sum(1)
         self.n, self.device = x.shape[0], x.device
         self.pair_bytes = 4 * x.shape[1]
+        self.symmetric = True
 
     def _square(self, inner: Tensor, sq_i: Tensor, sq_j: Tensor) -> Tensor:
         """In place: the metric's squared distance from the inner products."""
@@ -249,23 +252,63 @@ def _jaccard_rows(crow: Tensor, col: Tensor, val: Tensor, q: int, start: int, st
     return acc.view(stop - start, g)
 
 
-def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float, fn: str) -> Tensor:
-    """The re-ranked [Q, G] distances of the first q items against the rest, from a source of Sᵀ rows."""
+def _merge(best_v: Tensor, best_i: Tensor, v: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+    """The smallest best_v.shape[1] of two (value, index) lists per row."""
+    v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+    top_v, at = torch.topk(v, best_v.shape[1], dim=1, largest=False, sorted=False)
+    return top_v, i.gather(1, at)
+
+
+def _ranks_of_rows(src: SquaredRows, depth: int) -> tuple[Tensor, Tensor]:
+    """Every row of Sᵀ: its first ``depth`` items (ascending) and its maximum, block by block."""
     n, dev = src.n, src.device
     block = max(1, _BLOCK_BYTES // (4 * n))
-    depth = max(k1 + 1, k2)
     rank = torch.empty(n, depth, dtype=torch.int64, device=dev)
     scale = torch.empty(n, device=dev)
     for s in range(0, n, block):
         e = min(n, s + block)
         rows = src.rows(s, e)
         scale[s:e] = rows.amax(1)
-        if not bool((scale[s:e] > 0).all()):
-            i = s + int((scale[s:e] <= 0).nonzero()[0])
-            raise ValueError(f"{fn}: every distance to item {i} is 0 (all items identical), so the column-max "
-                             "normalisation of the method is undefined")
-        # W's row is this row over a positive constant: a monotone map, so S's order is W's order
         rank[s:e] = torch.topk(rows, depth, dim=1, largest=False, sorted=True).indices
+    return rank, scale
+
+
+def _ranks_symmetric(src: SquaredRows, depth: int) -> tuple[Tensor, Tensor]:
+    """As :func:`_ranks_of_rows` for a symmetric S, at half the products: block I of rows is measured
+    against items [I0, n) only, and serves the rows of I (row-wise) and the later rows (column-wise),
+    whose running first-``depth`` lists and maxima are merged block by block."""
+    n, dev = src.n, src.device
+    block = max(1, min(n, 1024, _BLOCK_BYTES // (4 * n)))  # small blocks: the unshared part is n·block/2
+    best_v = torch.full((n, depth), float("inf"), device=dev)
+    best_i = torch.full((n, depth), -1, dtype=torch.int64, device=dev)
+    scale = torch.full((n,), -float("inf"), device=dev)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        p = src.rows(s, e, s)  # [b, n − s]: rows s..e against items s..n
+        k = min(depth, n - s)
+        v, i = torch.topk(p, k, dim=1, largest=False, sorted=False)
+        best_v[s:e], best_i[s:e] = _merge(best_v[s:e], best_i[s:e], v, i + s)
+        scale[s:e] = torch.maximum(scale[s:e], p.amax(1))
+        if e < n:
+            later = p[:, e - s :].T  # [n − e, b]: the later rows against this block
+            k = min(depth, e - s)
+            v, i = torch.topk(later, k, dim=1, largest=False, sorted=False)
+            best_v[e:], best_i[e:] = _merge(best_v[e:], best_i[e:], v, i + s)
+            scale[e:] = torch.maximum(scale[e:], later.amax(1))
+    order = torch.sort(best_v, dim=1, stable=True).indices
+    return best_i.gather(1, order), scale
+
+
+def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float, fn: str) -> Tensor:
+    """The re-ranked [Q, G] distances of the first q items against the rest, from a source of Sᵀ rows."""
+    n, dev = src.n, src.device
+    depth = max(k1 + 1, k2)
+    # W's row is S's row over a positive constant: a monotone map, so S's order is W's order
+    rank, scale = (_ranks_symmetric if src.symmetric else _ranks_of_rows)(src, depth)
+    if not bool((scale > 0).all()):
+        i = int((scale <= 0).nonzero()[0])
+        raise ValueError(f"{fn}: every distance to item {i} is 0 (all items identical), so the column-max "
+                         "normalisation of the method is undefined")
     crow, col, val = _encode(src, rank, scale, k1)
     if k2 != 1:
         zeros = torch.zeros(n, dtype=torch.int64, device=dev)
