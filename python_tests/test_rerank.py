@@ -67,6 +67,22 @@ def test_compat_re_ranking_of_asymmetric_and_float64_matrices():
     assert re_ranking(qg, qq, gg, 12, 4, 0.3).dtype == np.float32
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_re_rank_in_many_blocks(monkeypatch, metric):
+    # Market/MSMT sizes split every pass into blocks (rank pass, weights, Jaccard, the final blend
+    # over query rows that end before the gallery columns start); tiny block budgets force that here.
+    import uvireid_ext.rerank as rr
+
+    monkeypatch.setattr(rr, "_BLOCK_BYTES", 4 * 300 * 7)  # 7 rows of W per block
+    monkeypatch.setattr(rr, "_TRIPLES", 500)
+    x = people(300, seed=5, unit=metric != "cosine")
+    q = 80
+    expected = classic_re_ranking(*matrices(x, q, metric), 20, 6, 0.3)
+    np.testing.assert_allclose(uvireid_ext.re_rank(x[:q], x[q:], 20, 6, 0.3, metric=metric).numpy(), expected,
+                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(re_ranking(*matrices(x, q, metric), 20, 6, 0.3), expected, rtol=0, atol=1e-5)
+
+
 def test_small_and_edge_sizes():
     x = people(12, seed=3)
     for q in (1, 11):  # a single query, a single gallery item

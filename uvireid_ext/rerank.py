@@ -76,7 +76,8 @@ class FeatureRows:
 
     def rows(self, start: int, stop: int, col0: int = 0) -> Tensor:
         out = self._square(self.x[start:stop] @ self.x[col0:].T, self.sq[start:stop, None], self.sq[None, col0:])
-        r = torch.arange(max(start, col0), stop, device=out.device)  # the diagonal, where the block holds it
+        lo = max(start, col0)
+        r = torch.arange(lo, max(lo, stop), device=out.device)  # the diagonal, where the block holds it
         out[r - start, r - col0] = 0
         return out
 
