@@ -181,22 +181,32 @@ def test_protocol_and_cli_rerank(tmp_path, capsys):
     assert "lambda_value must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("n,depth,dups", [(1, 1, 0), (5, 5, 0), (300, 21, 0), (300, 21, 40), (2500, 7, 0)])
-def test_symmetric_rank_pass_equals_the_row_pass(n, depth, dups):
+@pytest.mark.parametrize("n,depth,dups,block", [(1, 1, 0, None), (5, 5, 0, None), (300, 21, 0, None),
+                                               (300, 21, 40, None), (2500, 7, 0, None), (300, 21, 40, 5),
+                                               (64, 21, 8, 30)])
+def test_symmetric_rank_pass_equals_the_row_pass(monkeypatch, n, depth, dups, block):
     # The symmetric pass (each product used for a row and a column, running lists merged block by
     # block) must give every row the same first-`depth` items and the same maximum as ranking whole
     # rows, up to float32 rounding: S(j, i) from i's block and S(i, j) from j's differ by an ulp, so
     # the order may differ only among distances that close (duplicate rows: exact ties).
     from uvireid_ext.rerank import FeatureRows, _ranks_of_rows, _ranks_symmetric
 
+    if block is not None:  # blocks smaller than depth: lists still partly empty after the first
+        import uvireid_ext.rerank as rr
+
+        monkeypatch.setattr(rr, "_BLOCK_BYTES", 4 * n * block)
     x = people(n, dim=16, ids=max(1, n // 10))
     if dups:
         x[-dups:] = x[:dups]
     src = FeatureRows(x, "euclidean")
-    r_row, s_row = _ranks_of_rows(src, depth)
-    r_sym, s_sym = _ranks_symmetric(src, depth)
+    q = n // 3
+    qg_row, qg_sym = torch.full((q, n - q), float("nan")), torch.full((q, n - q), float("nan"))
+    r_row, s_row = _ranks_of_rows(src, depth, qg_row)
+    r_sym, s_sym = _ranks_symmetric(src, depth, qg_sym)
     torch.testing.assert_close(s_sym, s_row, rtol=1e-6, atol=1e-6)
     full = torch.cat([src.rows(i, i + 1) for i in range(n)])
+    torch.testing.assert_close(qg_sym, full[:q, q:], rtol=1e-6, atol=1e-6)  # kept for the λ term
+    torch.testing.assert_close(qg_row, full[:q, q:], rtol=1e-6, atol=1e-6)
     d_row, d_sym = full.gather(1, r_row), full.gather(1, r_sym)
     torch.testing.assert_close(d_sym, d_row, rtol=0, atol=1e-6)
     assert bool((r_sym >= 0).all()) and all(len(set(r.tolist())) == depth for r in r_sym)

@@ -260,25 +260,53 @@ def _merge(best_v: Tensor, best_i: Tensor, v: Tensor, i: Tensor) -> tuple[Tensor
     return top_v, i.gather(1, at)
 
 
-def _ranks_of_rows(src: SquaredRows, depth: int) -> tuple[Tensor, Tensor]:
-    """Every row of Sᵀ: its first ``depth`` items (ascending) and its maximum, block by block."""
+def _ranks_of_rows(src: SquaredRows, depth: int, qg: Tensor) -> tuple[Tensor, Tensor]:
+    """Every row of Sᵀ: its first ``depth`` items (ascending) and its maximum, block by block; the
+    query rows' gallery columns are kept in ``qg`` [Q, G] for the λ term."""
     n, dev = src.n, src.device
+    q = qg.shape[0]
     block = max(1, _BLOCK_BYTES // (4 * n))
     rank = torch.empty(n, depth, dtype=torch.int64, device=dev)
     scale = torch.empty(n, device=dev)
     for s in range(0, n, block):
         e = min(n, s + block)
         rows = src.rows(s, e)
+        if s < q:
+            qg[s : min(e, q)] = rows[: min(e, q) - s, q:]
         scale[s:e] = rows.amax(1)
         rank[s:e] = torch.topk(rows, depth, dim=1, largest=False, sorted=True).indices
     return rank, scale
 
 
-def _ranks_symmetric(src: SquaredRows, depth: int) -> tuple[Tensor, Tensor]:
+def _merge_below(best_v: Tensor, best_i: Tensor, block: Tensor, s: int) -> None:
+    """In place: rows r of best_* take block[:, r] (items s + 0, 1, ...) where it beats their list.
+    Only entries below a row's current worst can enter, and after the first block of a symmetric
+    pass those are few (a row's near neighbours in one block of items), so they are gathered
+    sparsely instead of by a column-wise top-k over the whole block."""
+    worst = best_v.amax(1)
+    at, r = (block < worst[None, :]).nonzero(as_tuple=True)
+    if r.numel() == 0:
+        return
+    order = torch.argsort(r, stable=True)
+    at, r = at[order], r[order]
+    rows, counts = torch.unique_consecutive(r, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(r.numel(), device=r.device) - torch.repeat_interleave(starts, counts)
+    width = int(counts.max())
+    where = torch.repeat_interleave(torch.arange(rows.numel(), device=r.device), counts)
+    v = torch.full((rows.numel(), width), float("inf"), device=block.device)
+    i = torch.full((rows.numel(), width), -1, dtype=torch.int64, device=block.device)
+    v[where, slot] = block[at, r]
+    i[where, slot] = at + s
+    best_v[rows], best_i[rows] = _merge(best_v[rows], best_i[rows], v, i)
+
+
+def _ranks_symmetric(src: SquaredRows, depth: int, qg: Tensor) -> tuple[Tensor, Tensor]:
     """As :func:`_ranks_of_rows` for a symmetric S, at half the products: block I of rows is measured
     against items [I0, n) only, and serves the rows of I (row-wise) and the later rows (column-wise),
     whose running first-``depth`` lists and maxima are merged block by block."""
     n, dev = src.n, src.device
+    q = qg.shape[0]
     block = max(1, min(n, 1024, _BLOCK_BYTES // (4 * n)))  # small blocks: the unshared part is n·block/2
     best_v = torch.full((n, depth), float("inf"), device=dev)
     best_i = torch.full((n, depth), -1, dtype=torch.int64, device=dev)
@@ -286,16 +314,21 @@ def _ranks_symmetric(src: SquaredRows, depth: int) -> tuple[Tensor, Tensor]:
     for s in range(0, n, block):
         e = min(n, s + block)
         p = src.rows(s, e, s)  # [b, n − s]: rows s..e against items s..n
+        if s < q:  # query rows against every gallery item (q >= s: all in this product)
+            qg[s : min(e, q)] = p[: min(e, q) - s, q - s :]
         k = min(depth, n - s)
         v, i = torch.topk(p, k, dim=1, largest=False, sorted=False)
         best_v[s:e], best_i[s:e] = _merge(best_v[s:e], best_i[s:e], v, i + s)
         scale[s:e] = torch.maximum(scale[s:e], p.amax(1))
         if e < n:
-            later = p[:, e - s :].T  # [n − e, b]: the later rows against this block
-            k = min(depth, e - s)
-            v, i = torch.topk(later, k, dim=1, largest=False, sorted=False)
-            best_v[e:], best_i[e:] = _merge(best_v[e:], best_i[e:], v, i + s)
-            scale[e:] = torch.maximum(scale[e:], later.amax(1))
+            later = p[:, e - s :]  # [b, n − e]: this block against the later rows, by columns
+            if s == 0:  # the later rows' lists are still empty: a column-wise top-k fills them
+                k = min(depth, e - s)
+                v, i = torch.topk(later, k, dim=0, largest=False, sorted=False)
+                best_v[e:], best_i[e:] = _merge(best_v[e:], best_i[e:], v.T, i.T + s)
+            else:
+                _merge_below(best_v[e:], best_i[e:], later, s)
+            scale[e:] = torch.maximum(scale[e:], later.amax(0))
     order = torch.sort(best_v, dim=1, stable=True).indices
     return best_i.gather(1, order), scale
 
@@ -305,7 +338,8 @@ def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float
     n, dev = src.n, src.device
     depth = max(k1 + 1, k2)
     # W's row is S's row over a positive constant: a monotone map, so S's order is W's order
-    rank, scale = (_ranks_symmetric if src.symmetric else _ranks_of_rows)(src, depth)
+    out = torch.empty(q, n - q, device=dev)  # S of the query rows' gallery columns, then the result
+    rank, scale = (_ranks_symmetric if src.symmetric else _ranks_of_rows)(src, depth, out)
     if not bool((scale > 0).all()):
         i = int((scale <= 0).nonzero()[0])
         raise ValueError(f"{fn}: every distance to item {i} is 0 (all items identical), so the column-max "
@@ -322,7 +356,6 @@ def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float
     g_col, g_row, g_val = g_col[order], g_row[order], g_val[order]
     g_ptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     g_ptr[1:] = torch.bincount(g_col, minlength=n).cumsum(0)
-    out = torch.empty(q, n - q, device=dev)
     qblock = max(1, _BLOCK_BYTES // (4 * max(1, n - q)))  # rows of the dense accumulator
     for s in range(0, q, qblock):
         e = min(q, s + qblock)
@@ -330,6 +363,5 @@ def re_rank_rows(src: SquaredRows, q: int, k1: int, k2: int, lambda_value: float
         # (1 − λ)·J + λ·W with J = 1 − m / (2 − m) = 2(1 − m) / (2 − m), in place on the [b, G] blocks
         jac = m.neg().add_(2)
         jac = m.sub_(1).mul_(-2 * (1 - lambda_value)).div_(jac)
-        w = src.rows(s, e, q).mul_(lambda_value).div_(scale[s:e, None])
-        out[s:e] = jac.add_(w)
+        out[s:e].mul_(lambda_value).div_(scale[s:e, None]).add_(jac)
     return out
