@@ -289,11 +289,9 @@ def _merge_below(best_v: Tensor, best_i: Tensor, block: Tensor, s: int) -> None:
         return
     order = torch.argsort(r, stable=True)
     at, r = at[order], r[order]
-    rows, counts = torch.unique_consecutive(r, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(r.numel(), device=r.device) - torch.repeat_interleave(starts, counts)
+    rows, where, counts = torch.unique_consecutive(r, return_inverse=True, return_counts=True)
+    slot = torch.arange(r.numel(), device=r.device) - (torch.cumsum(counts, 0) - counts)[where]
     width = int(counts.max())
-    where = torch.repeat_interleave(torch.arange(rows.numel(), device=r.device), counts)
     v = torch.full((rows.numel(), width), float("inf"), device=block.device)
     i = torch.full((rows.numel(), width), -1, dtype=torch.int64, device=block.device)
     v[where, slot] = block[at, r]
