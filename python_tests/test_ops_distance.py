@@ -2,6 +2,8 @@
 matmul precision, jaccard_distance against the classic NumPy port (uvireid_ext.reference), torch.compile,
 CPU vs CUDA."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,41 @@ def test_knn_exact_under_reduced_matmul_precision(device, precision):
     finally:
         torch.set_float32_matmul_precision(before)
     assert torch.equal(idx.cpu(), ridx)
+
+
+@pytest.mark.skipif(EMULATED, reason="the CPU kernel is not in the emulated build")
+def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
+    """If the bf16 product ever disagrees with the bound's model of it (an exact key below its lower
+    bound), the CPU kernel must redo every row in float64. The product is replaced here, through the
+    dispatcher, by one that lies: every inner product is lowered (so every candidate's exact key falls
+    below its bound) and each row's true neighbours are lowered much more (so they are not even
+    candidates). Without the redo the result would miss them."""
+    x = clustered(120, 16, 6, noise=0.3)
+    k = 5
+    ridx, rdist = R.knn(x, k)
+    near = torch.zeros(120, 120, dtype=torch.bool)
+    near[torch.arange(120)[:, None], ridx] = True
+    dtypes = []
+
+    def lying_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        dtypes.append(a.dtype)
+        exact = (a.double()[:, :, None] * b.double()[None]).sum(1)  # no mm: this kernel replaces it
+        if a.dtype != torch.bfloat16:
+            return exact.to(a.dtype)
+        assert exact.shape == (120, 120), "the test expects one block of every row"
+        return (exact - 5.0 - 50.0 * near.double()).to(a.dtype)
+
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overriding a kernel torch already has
+        lib.impl("mm", lying_mm, "CPU")
+    try:
+        idx, dist = U.knn(x, k)
+    finally:
+        lib._destroy()
+    assert dtypes[0] == torch.bfloat16 and torch.float64 in dtypes  # the bf16 tier ran, then float64
+    assert torch.equal(idx, ridx)
+    torch.testing.assert_close(dist, rdist)
 
 
 @pytest.mark.parametrize("device", DEVICES)
