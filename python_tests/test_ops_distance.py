@@ -44,11 +44,10 @@ def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
     dispatcher, by one that lies: every inner product is lowered (so every candidate's exact key falls
     below its bound) and each row's true neighbours are lowered much more (so they are not even
     candidates). Without the redo the result would miss them."""
-    x = clustered(120, 16, 6, noise=0.3)
-    k = 5
+    n, k = 120, 5
+    x = clustered(n, 16, 6, noise=0.3)
     ridx, rdist = R.knn(x, k)
-    near = torch.zeros(120, 120, dtype=torch.bool)
-    near[torch.arange(120)[:, None], ridx] = True
+    near = torch.zeros(n, n, dtype=torch.bool).scatter_(1, ridx, True)
     dtypes = []
 
     def lying_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -56,7 +55,7 @@ def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
         exact = (a.double()[:, :, None] * b.double()[None]).sum(1)  # no mm: this kernel replaces it
         if a.dtype != torch.bfloat16:
             return exact.to(a.dtype)
-        assert exact.shape == (120, 120), "the test expects one block of every row"
+        assert exact.shape == (n, n), "the test expects one block of every row"
         return (exact - 5.0 - 50.0 * near.double()).to(a.dtype)
 
     lib = torch.library.Library("aten", "IMPL")
