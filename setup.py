@@ -91,7 +91,9 @@ print(
 
 define = [f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}", "-DPy_LIMITED_API=0x030A0000", "-DUVIREID_PYTHON_MODULE"]
 opt = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
-cxx_flags = define + opt + ["-fopenmp-simd"]
+# -ffp-contract=off: the AVX-512 clones of the CPU kernels give the bits of the others (no fused
+# multiply-adds).
+cxx_flags = define + opt + ["-fopenmp-simd", "-ffp-contract=off"]
 sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
 ext_kwargs: dict = {
     "include_dirs": [os.path.join(HERE, "csrc")],

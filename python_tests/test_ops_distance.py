@@ -55,8 +55,11 @@ def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
         exact = (a.double()[:, :, None] * b.double()[None]).sum(1)  # no mm: this kernel replaces it
         if a.dtype != torch.bfloat16:
             return exact.to(a.dtype)
-        assert exact.shape == (n, n), "the test expects one block of every row"
-        return (exact - 5.0 - 50.0 * near.double()).to(a.dtype)
+        m = exact.shape[0]  # the kernel pads its bf16 operand with zero rows
+        assert exact.shape == (m, m) and m >= n, "the test expects one block of every row"
+        lie = torch.zeros(m, m, dtype=torch.float64)
+        lie[:n, :n] = 50.0 * near.double()
+        return (exact - 5.0 - lie).to(a.dtype)
 
     lib = torch.library.Library("aten", "IMPL")
     with warnings.catch_warnings():
@@ -69,6 +72,36 @@ def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
     assert dtypes[0] == torch.bfloat16 and torch.float64 in dtypes  # the bf16 tier ran, then float64
     assert torch.equal(idx, ridx)
     torch.testing.assert_close(dist, rdist)
+
+
+@pytest.mark.skipif(EMULATED, reason="the CPU kernel is not in the emulated build")
+@pytest.mark.parametrize(("n", "k"), [(1024, 10), (4096, 25)])
+def test_knn_exact_when_a_seeded_threshold_is_too_low(n, k):
+    """The CPU kernel starts each row's candidate threshold at a bound taken from a sample of rows
+    (every 4th of the first 1,024 here). 20 exact duplicates placed on the sampled rows make that
+    start too low for their rows (at n = 4,096 and k = 25 it lets fewer than k candidates in): those
+    rows cannot be proven at bf16 and must go to the float64 tier, not return an unproven list. With
+    thresholds started at +Inf the bf16 tier proves them, so the float64 call shows the path ran."""
+    x = clustered(n, 16, 40, noise=0.3)
+    x[0:80:4] = x[0]
+    ridx, rdist = R.knn(x, k)
+    dtypes = []
+
+    def recording_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        dtypes.append(a.dtype)
+        return (a.double()[:, :, None] * b.double()[None]).sum(1).to(a.dtype)  # no mm: this replaces it
+
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overriding a kernel torch already has
+        lib.impl("mm", recording_mm, "CPU")
+    try:
+        idx, dist = U.knn(x, k)
+    finally:
+        lib._destroy()
+    assert dtypes[0] == torch.bfloat16 and torch.float64 in dtypes
+    assert torch.equal(idx, ridx)
+    assert torch.equal(dist, rdist)
 
 
 @pytest.mark.parametrize("device", DEVICES)

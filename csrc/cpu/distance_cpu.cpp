@@ -54,6 +54,25 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(const std::vector<std::vector<int32_t>
   return {crow, col, val};
 }
 
+// Hot loops outside torch's kernels get AVX-512 and AVX2 builds chosen at load time where the CPU
+// has them. Same bits as the default build where bits matter (the exact keys): element-wise
+// arithmetic and sums in an order fixed in the source, and no build fuses multiply-adds
+// (-ffp-contract=off in setup.py and CMakeLists.txt).
+#if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
+#define UVIREID_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define UVIREID_CPU_CLONES
+#endif
+
+// Whether every value of a row is finite: v * 0 is 0 for finite v and NaN otherwise, and a NaN
+// survives the sum.
+UVIREID_CPU_CLONES bool finite_row(const float* p, int64_t d) {
+  float s = 0.0f;
+  UVIREID_SIMD_SUM_S
+  for (int64_t t = 0; t < d; ++t) s += p[t] * 0.0f;
+  return s == 0.0f;
+}
+
 // Features as the ops take them: 2-D float32, every row finite (the first bad row is named);
 // returns the contiguous tensor.
 Tensor checked_features(const char* op, const Tensor& features) {
@@ -62,9 +81,12 @@ Tensor checked_features(const char* op, const Tensor& features) {
   Tensor x = torch::stable::contiguous(features);
   const float* p = x.const_data_ptr<float>();
   const int64_t n = x.size(0), d = x.size(1);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t t = 0; t < d; ++t)
-      STD_TORCH_CHECK(std::isfinite(p[i * d + t]), op, ": features row ", i, " is not finite (NaN or Inf)");
+  std::vector<char> bad(n);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) bad[i] = !finite_row(p + i * d, d);
+  });
+  const auto first = std::find(bad.begin(), bad.end(), 1);
+  STD_TORCH_CHECK(first == bad.end(), op, ": features row ", first - bad.begin(), " is not finite (NaN or Inf)");
   return x;
 }
 
@@ -82,28 +104,39 @@ void check_rank(const char* op, const Tensor& rank, int64_t n, int64_t min_cols,
 
 // ---------------------------------------------------------------------------------------------- knn
 
-// Rows rows[r0 .. r0 + rb) of a float [n, D] matrix, as a [rb, D] matrix.
+// Rows rows[r0 .. r0 + rb) of a [n, D] matrix of T (its storage type), as a [rb, D] matrix.
+template <class T>
 Tensor gather_rows(const Tensor& m, const std::vector<int64_t>& rows, int64_t r0, int64_t rb) {
   const int64_t dim = m.size(1);
-  Tensor out = empty_cpu({rb, dim}, ScalarType::Float);
-  const float* src = m.const_data_ptr<float>();
-  float* dst = out.mutable_data_ptr<float>();
+  Tensor out = empty_cpu({rb, dim}, m.scalar_type());
+  const T* src = static_cast<const T*>(m.const_data_ptr());
+  T* dst = static_cast<T*>(out.mutable_data_ptr());
   for (int64_t r = 0; r < rb; ++r) std::copy_n(src + rows[r0 + r] * dim, dim, dst + r * dim);
   return out;
 }
 
-// The hot loops of knn outside its GEMM get an AVX2 build chosen at load time where the CPU has it.
-// Same bits as the default build: element-wise arithmetic and sums in an order fixed in the source,
-// and neither build fuses multiply-adds.
-#if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
-#define UVIREID_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define UVIREID_CPU_CLONES
-#endif
-
-// squared_distance: most of the time knn spends outside its GEMM.
+// squared_distance, the exact key that ranks knn's candidates: one at a time, or kKeyBatch at once.
 UVIREID_CPU_CLONES double exact_key(const float* a, const float* b, int64_t dim) {
   return squared_distance(a, b, dim);
+}
+constexpr int kKeyBatch = 4;
+UVIREID_CPU_CLONES void exact_keys(const float* a, const float* const* b, int64_t dim, double* out) {
+  squared_distances<kKeyBatch>(a, b, dim, out);
+}
+
+// The bf16 split of a row: h = x rounded to bf16 (stored as bf16: the upper half of the float, whose
+// lower half is zero), and the norms |h|, |l| (l = x - h).
+UVIREID_CPU_CLONES void split_row(const float* x, uint16_t* h, int64_t dim, double& nh, double& nl) {
+  double sh = 0.0, sl = 0.0;
+#pragma omp simd reduction(+ : sh, sl)
+  for (int64_t d = 0; d < dim; ++d) {
+    const float v = split_bf16(x[d], sh, sl);
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    h[d] = static_cast<uint16_t>(u >> 16);
+  }
+  nh = std::sqrt(sh);
+  nl = std::sqrt(sl);
 }
 
 // A GEMM output element as a double: bf16 (torch's storage, the upper half of a float) or float64.
@@ -115,36 +148,84 @@ inline double widen(uint16_t v) {
 }
 inline double widen(double v) { return v; }
 
-// The GEMM of a tier, a block of rows `a` (float) of h against rows [j0, n) of h. The bf16 tier's h
-// holds bf16 values in float storage: they are exact in bf16, and torch's CPU bf16 matmul sums the
-// exact products in float32 and rounds the result to bf16 (the bound's `out` term), at twice the
-// float32 rate where the CPU has bf16 dot products. The fp64 tier's h is x, converted to float64 a
-// column chunk at a time so no float64 copy of x is ever whole.
+// How knn_tier_all cuts a tier's product: blocks of B rows, each multiplied with tiles of W columns
+// from the tile holding its first row on. Every GEMM of the bf16 tier then has the one shape B x W,
+// so oneDNN compiles its kernel once per call instead of once per block width. B is a power-of-2
+// fraction of W, small enough that a block's tiles stay within 2^23 elements; the bf16 operand has
+// zero rows up to n_pad, a multiple of W.
+constexpr int64_t kTileCols = 1024;
+
+struct TileGrid {
+  int64_t W, B, n_pad;
+  explicit TileGrid(int64_t n)
+      : W(std::min<int64_t>(kTileCols, (n + 63) / 64 * 64)), B(W), n_pad((n + W - 1) / W * W) {
+    while (B > 1 && B % 2 == 0 && B * n_pad > (int64_t{1} << 23)) B /= 2;
+  }
+};
+
+// The GEMMs of a tier: a left operand of rows against rows [j0, j0 + w) of the right one. The bf16
+// tier multiplies hb, x rounded to bf16 ([n_pad, D], zero rows from n on): torch's CPU bf16 matmul
+// sums the exact products in float32 and rounds the result to bf16 (the bound's `out` term), several
+// times faster than float32 where the CPU has bf16 dot products. The fp64 tier multiplies x in
+// float64, converted a chunk of rows at a time so no float64 copy of x is ever whole.
 struct CpuTierGemm {
-  Tensor h;   // [n, D] float
-  Tensor hb;  // [n, D] bf16 copy of h (bf16 tier only)
+  Tensor x;   // [n, D] float
+  Tensor hb;  // bf16 tier only
   bool fp64 = false;
-  Tensor operator()(const Tensor& a, int64_t j0 = 0) const {
-    const int64_t m = h.size(0) - j0;
+  // Rows [i0, i0 + rows) as a left operand.
+  Tensor left(int64_t i0, int64_t rows) const {
+    Tensor m = fp64 ? x : hb;
+    Tensor part = torch::stable::narrow(m, 0, i0, rows);
+    return fp64 ? torch::stable::to(part, ScalarType::Double) : part;
+  }
+  // Rows rows[r0 .. r0 + rb) as a left operand.
+  Tensor gathered(const std::vector<int64_t>& rows, int64_t r0, int64_t rb) const {
+    return fp64 ? torch::stable::to(gather_rows<float>(x, rows, r0, rb), ScalarType::Double)
+                : gather_rows<uint16_t>(hb, rows, r0, rb);
+  }
+  // a x rows [j0, j0 + w): [a rows, w], contiguous, bf16 or float64.
+  Tensor product(const Tensor& a, int64_t j0, int64_t w) const {
     if (!fp64) {
       Tensor all = hb;
-      Tensor b = torch::stable::narrow(all, 0, j0, m);
-      Tensor ab = torch::stable::to(a, ScalarType::BFloat16);
-      return torch::stable::contiguous(torch::stable::matmul(ab, torch::stable::transpose(b, 0, 1)));
+      Tensor b = torch::stable::narrow(all, 0, j0, w);
+      return torch::stable::contiguous(torch::stable::matmul(a, torch::stable::transpose(b, 0, 1)));
     }
-    Tensor all = h;
-    Tensor b = torch::stable::narrow(all, 0, j0, m);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / h.size(1));
-    Tensor ad = torch::stable::to(a, ScalarType::Double);
-    Tensor g = empty_cpu({a.size(0), m}, ScalarType::Double);
-    for (int64_t c0 = 0; c0 < m; c0 += chunk) {
-      const int64_t cb = std::min(chunk, m - c0);
-      Tensor bd = torch::stable::to(torch::stable::narrow(b, 0, c0, cb), ScalarType::Double);
+    Tensor all = x;
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / x.size(1));
+    Tensor g = empty_cpu({a.size(0), w}, ScalarType::Double);
+    for (int64_t c0 = 0; c0 < w; c0 += chunk) {
+      const int64_t cb = std::min(chunk, w - c0);
+      Tensor bd = torch::stable::to(torch::stable::narrow(all, 0, j0 + c0, cb), ScalarType::Double);
       Tensor part = torch::stable::narrow(g, 1, c0, cb);
-      torch::stable::copy_(part, torch::stable::matmul(ad, torch::stable::transpose(bd, 0, 1)));
+      torch::stable::copy_(part, torch::stable::matmul(a, torch::stable::transpose(bd, 0, 1)));
     }
     return g;
   }
+};
+
+// One block's product: rows [i0, i0 + rb) against columns [c0, n), c0 = the start of the tile holding
+// i0, as tiles of W columns (the bf16 ones padded to W, the fp64 ones cut at n).
+template <class G>
+struct BlockTiles {
+  int64_t c0, W, n;
+  std::vector<Tensor> tiles;
+  std::vector<const G*> data;
+  std::vector<int64_t> stride;
+  BlockTiles(const CpuTierGemm& gemm, const TileGrid& grid, int64_t i0, int64_t rb, int64_t n_)
+      : c0(i0 / grid.W * grid.W), W(grid.W), n(n_) {
+    const Tensor a = gemm.left(i0, gemm.fp64 ? rb : grid.B);
+    for (int64_t j0 = c0; j0 < n; j0 += W) {
+      tiles.push_back(gemm.product(a, j0, gemm.fp64 ? std::min(W, n - j0) : W));
+      data.push_back(static_cast<const G*>(tiles.back().const_data_ptr()));
+      stride.push_back(tiles.back().size(1));
+    }
+  }
+  // Element (r, c) of the block, with the columns after it up to end(c) contiguous.
+  const G* at(int64_t r, int64_t c) const {
+    const int64_t t = (c - c0) / W;
+    return data[t] + r * stride[t] + (c - c0 - t * W);
+  }
+  int64_t end(int64_t c) const { return std::min(n, c0 + ((c - c0) / W + 1) * W); }
 };
 
 // Per-row terms of a tier's bound (kernels/distance.cuh), one array each so the scans vectorise.
@@ -185,36 +266,117 @@ struct CandidateSets {
 
 constexpr int64_t kScanChunk = 256;
 
-// Lower bounds of a chunk of scanned indices t0 + [0, cnt) of one GEMM row, seen through `s` (the
-// fixed side's coefficients): a plain loop over contiguous arrays, which the compiler vectorises.
-template <class G>
-inline void chunk_bounds_of(const ScanBound& s, const G* g, const TierTerms& tt, int64_t t0, int64_t cnt,
-                            double* out) {
-  const double* p = tt.p.data() + t0;
-  const double* nh = tt.nh.data() + t0;
-  const double* nl = tt.nl.data() + t0;
-  const double* nx = tt.nx.data() + t0;
-  for (int64_t u = 0; u < cnt; ++u) out[u] = scan_bound(s, widen(g[u]), p[u], nh[u], nl[u], nx[u]);
+// The bound scans test every element of a tier's product, and almost every element has a bound far
+// above its row's threshold. A float32 test, at twice the lanes of the double bound, rejects those
+// first; the double bound is computed only for what it lets through, so the offers (and the results)
+// are those of the double bound alone. The test rejects t when
+//   2 g + out2 |g| < base + q_t - thr,  q_t = p_t - A nh_t - B nl_t - C nx_t,
+// with (A, B, C) the largest coefficients (a, b, c) of the fixed sides it serves: norms are >= 0, so
+// the right side is below every side's bound minus thr. Every operand is rounded down, the double
+// rounding of the bound is covered by an absolute slack (2^-30 of the magnitudes, against about
+// 2^-49), and the float32 rounding of the test (below 2^-21 of its operands) by a relative one (2^-20).
+// A NaN anywhere fails the test, so the element goes to the double bound.
+constexpr double kAbsSlack = 9.313225746154785e-10;  // 2^-30
+constexpr float kRelSlack = 9.5367431640625e-07f;    // 2^-20
+
+inline float round_down(double v) {
+  const float f = static_cast<float>(v);
+  return f > v ? std::nextafter(f, -HUGE_VALF) : f;
 }
-UVIREID_CPU_CLONES void chunk_bounds(const ScanBound& s, const uint16_t* g, const TierTerms& tt, int64_t t0,
-                                     int64_t cnt, double* out) {
-  chunk_bounds_of(s, g, tt, t0, cnt, out);
+inline float round_up(double v) {
+  const float f = static_cast<float>(v);
+  return f < v ? std::nextafter(f, HUGE_VALF) : f;
 }
-UVIREID_CPU_CLONES void chunk_bounds(const ScanBound& s, const double* g, const TierTerms& tt, int64_t t0,
-                                     int64_t cnt, double* out) {
-  chunk_bounds_of(s, g, tt, t0, cnt, out);
+// base - thr rounded down, less the absolute slack of magnitudes up to `scale`.
+inline float floor_diff(double base, double thr, double scale) {
+  return round_down(base - thr - kAbsSlack * (std::fabs(base) + std::fabs(thr) + scale));
 }
 
-// Row i (candidate set r) against indices [t0, t1) of GEMM row g (g[0] is index t0).
+inline float widen_float(uint16_t v) { return static_cast<float>(widen(v)); }
+inline float widen_float(double v) { return static_cast<float>(v); }
+
+// The float32 side of the scans of one block of fixed sides, for scanned indices [t0, n).
+struct Prefilter {
+  int64_t t0;
+  std::vector<double> q;  // q_t, at t - t0
+  std::vector<float> qf;  // q_t rounded down
+  double scale = 0.0;     // the largest |p_t| + A nh_t + B nl_t + C nx_t: the bound's magnitudes
+  float out2;
+  // `most`: the largest coefficients of the fixed sides (base unused).
+  Prefilter(const TierTerms& tt, const ScanBound& most, int64_t t0_, int64_t n)
+      : t0(t0_), q(n - t0_), qf(n - t0_), out2(round_up(most.out2)) {
+    for (int64_t t = t0; t < n; ++t) {
+      const double terms = most.a * tt.nh[t] + most.b * tt.nl[t] + most.c * tt.nx[t];
+      q[t - t0] = tt.p[t] - terms;
+      qf[t - t0] = round_down(q[t - t0]);
+      scale = std::max(scale, std::fabs(tt.p[t]) + terms);
+    }
+  }
+};
+
+// The largest coefficients of a block of fixed sides.
+inline void widen_coefficients(ScanBound& most, const ScanBound& s) {
+  most.a = std::max(most.a, s.a);
+  most.b = std::max(most.b, s.b);
+  most.c = std::max(most.c, s.c);
+  most.out2 = std::max(most.out2, s.out2);
+}
+
+// pass[u] = 0 where element u of a chunk of a GEMM row provably has a bound above the threshold:
+// 2 g_u + out2 |g_u| < shift + t[u] with room for the float32 rounding.
 template <class G>
-void scan_row(CandidateSets& sets, int64_t r, const ScanBound& s, const G* g, const TierTerms& tt, int64_t t0,
-              int64_t t1) {
-  double lb[kScanChunk];
+inline void prefilter_of(const G* g, const float* t, float shift, float out2, int64_t cnt, uint8_t* pass) {
+  for (int64_t u = 0; u < cnt; ++u) {
+    const float gu = widen_float(g[u]);
+    const float lhs = 2.0f * gu + out2 * std::fabs(gu);
+    const float rhs = shift + t[u];
+    pass[u] = !(lhs + kRelSlack * (std::fabs(lhs) + std::fabs(rhs)) < rhs);
+  }
+}
+UVIREID_CPU_CLONES void prefilter(const uint16_t* g, const float* t, float shift, float out2, int64_t cnt,
+                                  uint8_t* pass) {
+  prefilter_of(g, t, shift, out2, cnt, pass);
+}
+UVIREID_CPU_CLONES void prefilter(const double* g, const float* t, float shift, float out2, int64_t cnt,
+                                  uint8_t* pass) {
+  prefilter_of(g, t, shift, out2, cnt, pass);
+}
+
+// f(u) for every u of a chunk that passed, eight flags at a time (most words are all zero).
+template <class F>
+inline void for_each_passed(const uint8_t* pass, int64_t cnt, F&& f) {
+  int64_t u = 0;
+  for (; u + 8 <= cnt; u += 8) {
+    uint64_t w;
+    std::memcpy(&w, pass + u, sizeof w);
+    if (w != 0)
+      for (int64_t v = u; v < u + 8; ++v)
+        if (pass[v]) f(v);
+  }
+  for (; u < cnt; ++u)
+    if (pass[u]) f(u);
+}
+
+// The double bound of scanned index t against fixed side s, g its GEMM value.
+template <class G>
+inline double bound_at(const ScanBound& s, G g, const TierTerms& tt, int64_t t) {
+  return scan_bound(s, widen(g), tt.p[t], tt.nh[t], tt.nl[t], tt.nx[t]);
+}
+
+// Row i (candidate set r) against indices [t0, t1) of GEMM row g (g[0] is index t0); pf covers them.
+template <class G>
+void scan_row(CandidateSets& sets, int64_t r, const ScanBound& s, const G* g, const TierTerms& tt,
+              const Prefilter& pf, int64_t t0, int64_t t1) {
+  uint8_t pass[kScanChunk];
   for (int64_t c0 = t0; c0 < t1; c0 += kScanChunk) {
     const int64_t cnt = std::min(kScanChunk, t1 - c0);
-    chunk_bounds(s, g + (c0 - t0), tt, c0, cnt, lb);
-    for (int64_t u = 0; u < cnt; ++u)
-      if (lb[u] <= sets.thr[r]) sets.offer(r, lb[u], c0 + u);
+    const G* gc = g + (c0 - t0);
+    // thr only falls within the chunk, so its value now is safe for the whole chunk
+    prefilter(gc, pf.qf.data() + (c0 - pf.t0), floor_diff(s.base, sets.thr[r], pf.scale), pf.out2, cnt, pass);
+    for_each_passed(pass, cnt, [&](int64_t u) {
+      const double lb = bound_at(s, gc[u], tt, c0 + u);
+      if (lb <= sets.thr[r]) sets.offer(r, lb, c0 + u);
+    });
   }
 }
 
@@ -229,16 +391,24 @@ bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSet
   Candidate* h = sets.slots(r);
   const int64_t cnt = sets.size[r];
   const double bound_max = sets.thr[r];  // +Inf: nothing was ever turned away
-  std::sort(h, h + cnt);
   best.clear();  // max-heap of the k best exact (key, index) pairs so far
   bool proven = false;
-  int64_t t = 0;
-  for (; t < cnt; ++t) {
+  // Keys kKeyBatch candidates at a time (the few computed past the proof are wasted).
+  double key[kKeyBatch];
+  const float* rows[kKeyBatch];
+  const auto batch_rows = [&](int64_t t0) {
+    for (int q = 0; q < kKeyBatch; ++q) rows[q] = xp + h[std::min<int64_t>(t0 + q, cnt - 1)].second * dim;
+  };
+  for (int64_t t = 0; t < cnt; ++t) {
     if (static_cast<int64_t>(best.size()) == k && h[t].first > best.front().first) {
       proven = true;
       break;
     }
-    const Candidate e{exact_key(xp + i * dim, xp + h[t].second * dim, dim), h[t].second};
+    if (t % kKeyBatch == 0) {
+      batch_rows(t);
+      exact_keys(xp + i * dim, rows, dim, key);
+    }
+    const Candidate e{key[t % kKeyBatch], h[t].second};
     if (e.first < h[t].first) broken = true;
     if (static_cast<int64_t>(best.size()) < k) {
       best.push_back(e);
@@ -249,7 +419,9 @@ bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSet
       std::push_heap(best.begin(), best.end());
     }
   }
-  if (!proven) proven = bound_max == HUGE_VAL || candidates_proven(bound_max, best.front().first);
+  // A seeded threshold may have let fewer than k in: then nothing is proven.
+  if (!proven && static_cast<int64_t>(best.size()) == k)
+    proven = bound_max == HUGE_VAL || candidates_proven(bound_max, best.front().first);
   sets.clear(r);
   if (!proven) return false;
   std::sort_heap(best.begin(), best.end());
@@ -260,6 +432,32 @@ bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSet
   return true;
 }
 
+std::vector<int64_t> all_rows(int64_t n) {
+  std::vector<int64_t> rows(n);
+  std::iota(rows.begin(), rows.end(), 0);
+  return rows;
+}
+
+// The order in which to settle the rows of a tier that holds every row's set, each set sorted on the
+// way. Settling is bound by reading the candidates' rows of x; rows of one identity share most of
+// their candidates, so they are settled one after another, keyed by the smallest index among their
+// k best bounds, while those rows are still in cache.
+std::vector<int64_t> settle_order(CandidateSets& sets, int64_t n, int64_t k) {
+  std::vector<int64_t> key(n);
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      CandidateSets::Candidate* h = sets.slots(i);
+      const int64_t cnt = sets.size[i];
+      std::sort(h, h + cnt);
+      key[i] = i;
+      for (int64_t t = 0; t < std::min(cnt, k); ++t) key[i] = std::min(key[i], h[t].second);
+    }
+  });
+  std::vector<int64_t> order = all_rows(n);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[a] < key[b]; });
+  return order;
+}
+
 // What a tier leaves: the rows its bound could not prove, and whether an exact key ever fell below
 // its bound (then nothing it wrote can be trusted).
 struct TierResult {
@@ -267,45 +465,112 @@ struct TierResult {
   bool broken = false;
 };
 
-// One candidate tier over every row, using the symmetry of the GEMM: block I of rows is multiplied
-// only with rows [I0, n), and the product serves rows of block I (row by row) and rows after it
-// (column by column), so the tier costs half a full GEMM. A row is settled once its block is done:
-// it has then seen every column. G: the GEMM output type.
+// Starting thresholds for every row's set, from the tier's bounds to a strided sample of kSeedRows
+// rows: the sample's q-th smallest, q chosen so that about 2 cand of the row's n bounds fall below
+// it. Without a seed a row takes an offer whenever a bound beats its cand-th smallest so far, about
+// cand ln(n / cand) offers; with one, about 2 cand. Any seed keeps the result exact: the set then
+// holds every bound below its threshold, and a row whose set cannot prove its top k goes to the
+// next tier.
+constexpr int64_t kSeedRows = 256;
+
+// The q-th smallest of v[0, s) (q <= s), reordering v: the q smallest so far are kept sorted at the
+// front and most values fail the one comparison with the largest of them.
+inline double qth_smallest(double* v, int64_t s, int64_t q) {
+  std::sort(v, v + q);
+  for (int64_t t = q; t < s; ++t) {
+    if (!(v[t] < v[q - 1])) continue;
+    int64_t w = q - 1;
+    for (; w > 0 && v[t] < v[w - 1]; --w) v[w] = v[w - 1];
+    v[w] = v[t];
+  }
+  return v[q - 1];
+}
+
+// The sample: rows of the first block (strided), whose products with every row that block holds.
+template <class G>
+void seed_thresholds(const BlockTiles<G>& block0, int64_t rb, const TierTerms& tt, int64_t n, CandidateSets& sets) {
+  const int64_t s = std::min(rb, kSeedRows);
+  const int64_t q = (2 * sets.cand * s + n - 1) / n + 1;  // ceil(2 cand s / n) + 1
+  if (q >= s) return;  // small n: the sample is (nearly) everything, no gain
+  std::vector<int64_t> sample(s);
+  for (int64_t t = 0; t < s; ++t) sample[t] = t * rb / s;
+  constexpr int64_t kRun = 64;  // rows i at a time, within one tile: contiguous reads of a sample row
+  torch::stable::parallel_for(0, n, kRun, [&](int64_t b, int64_t e) {
+    std::vector<double> lb(kRun * s);
+    for (int64_t i0 = b, i1; i0 < e; i0 = i1) {
+      i1 = std::min({e, (i0 / kRun + 1) * kRun, block0.end(i0)});
+      for (int64_t t = 0; t < s; ++t) {
+        const ScanBound col = tt.column(sample[t]);  // the sample row fixed, rows i scanned
+        const G* g = block0.at(sample[t], i0);
+        for (int64_t i = i0; i < i1; ++i) lb[(i - i0) * s + t] = bound_at(col, g[i - i0], tt, i);
+      }
+      for (int64_t i = i0; i < i1; ++i) sets.thr[i] = qth_smallest(lb.data() + (i - i0) * s, s, q);
+    }
+  });
+}
+
+// One candidate tier over every row, using the symmetry of the GEMM: a block of rows is multiplied
+// only with the rows from its own on (TileGrid), and the product serves the block's rows (row by
+// row) and the rows after it (column by column), so the tier costs about half a full GEMM. Rows are
+// settled once every block is done. G: the GEMM output type.
 template <class G>
 TierResult knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
                         const TierTerms& tt, int64_t cand, int64_t* ip, float* dp) {
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 23) / n));
+  const TileGrid grid(n);
   CandidateSets sets(n, cand);
   std::vector<char> unproven(n, 0), broken(n, 0);
-  for (int64_t i0 = 0; i0 < n; i0 += block) {
-    const int64_t rb = std::min(block, n - i0), m = n - i0;
-    Tensor hh = gemm.h;
-    const Tensor g = gemm(torch::stable::narrow(hh, 0, i0, rb), i0);  // [rb, m]: rows i0.. x rows i0..
-    const G* gp = static_cast<const G*>(g.const_data_ptr());
-    torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {  // rows of this block, all columns >= i0
-      for (int64_t r = b; r < e; ++r) scan_row(sets, i0 + r, tt.row(i0 + r), gp + r * m, tt, i0, n);
+  for (int64_t i0 = 0; i0 < n; i0 += grid.B) {
+    const int64_t rb = std::min(grid.B, n - i0);
+    const BlockTiles<G> tiles(gemm, grid, i0, rb, n);
+    if (i0 == 0) seed_thresholds(tiles, rb, tt, n, sets);
+    ScanBound most_row{}, most_col{};
+    for (int64_t r = 0; r < rb; ++r) {
+      widen_coefficients(most_row, tt.row(i0 + r));
+      widen_coefficients(most_col, tt.column(i0 + r));
+    }
+    const Prefilter pf_row(tt, most_row, i0, n), pf_col(tt, most_col, i0 + rb, n);
+    torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {  // the block's rows, columns >= i0
+      for (int64_t r = b; r < e; ++r)
+        for (int64_t c = i0, c1; c < n; c = c1) {
+          c1 = tiles.end(c);
+          scan_row(sets, i0 + r, tt.row(i0 + r), tiles.at(r, c), tt, pf_row, c, c1);
+        }
     });
-    torch::stable::parallel_for(rb, m, 256, [&](int64_t b, int64_t e) {  // later rows, columns of this block
-      // Row by row of the product: long contiguous reads of it, while the rows' sets stay in cache.
-      double lb[kScanChunk];
+    torch::stable::parallel_for(i0 + rb, n, 256, [&](int64_t b, int64_t e) {  // later rows, the block's columns
+      // The float32 threshold terms of rows [b, e), kept up to date as their thresholds fall.
+      std::vector<float> qt(e - b);
+      const auto refresh = [&](int64_t t) { qt[t - b] = floor_diff(pf_col.q[t - pf_col.t0], sets.thr[t], 0.0); };
+      for (int64_t t = b; t < e; ++t) refresh(t);
+      // Row by row of the product: long contiguous reads of it.
+      uint8_t pass[kScanChunk];
       for (int64_t r = 0; r < rb; ++r) {
         const ScanBound s = tt.column(i0 + r);
-        for (int64_t c0 = b; c0 < e; c0 += kScanChunk) {
-          const int64_t cnt = std::min(kScanChunk, e - c0);
-          chunk_bounds(s, gp + r * m + c0, tt, i0 + c0, cnt, lb);
-          const double* thr = sets.thr.data() + i0 + c0;
-          for (int64_t u = 0; u < cnt; ++u)
-            if (lb[u] <= thr[u]) sets.offer(i0 + c0 + u, lb[u], i0 + r);
+        const float shift = floor_diff(s.base, 0.0, pf_col.scale);
+        for (int64_t c0 = b, cnt; c0 < e; c0 += cnt) {
+          cnt = std::min({kScanChunk, e - c0, tiles.end(c0) - c0});  // a chunk stops at a tile's end
+          const G* gc = tiles.at(r, c0);
+          prefilter(gc, qt.data() + (c0 - b), shift, pf_col.out2, cnt, pass);
+          for_each_passed(pass, cnt, [&](int64_t u) {
+            const int64_t t = c0 + u;
+            const double lb = bound_at(s, gc[u], tt, t);
+            if (lb <= sets.thr[t]) {
+              sets.offer(t, lb, i0 + r);
+              refresh(t);
+            }
+          });
         }
       }
     });
-    torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
-      std::vector<CandidateSets::Candidate> best;
-      bool bad = false;
-      for (int64_t r = b; r < e; ++r) unproven[i0 + r] = !settle_row(xp, n, dim, k, sets, i0 + r, i0 + r, best, ip, dp, bad);
-      if (bad) broken[i0 + b] = 1;
-    });
   }
+  // Every row has seen every column: settle them all, rows that share candidates one after another.
+  const std::vector<int64_t> order = settle_order(sets, n, k);
+  torch::stable::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    std::vector<CandidateSets::Candidate> best;
+    bool bad = false;
+    for (int64_t f = b; f < e; ++f)
+      unproven[order[f]] = !settle_row(xp, n, dim, k, sets, order[f], order[f], best, ip, dp, bad);
+    if (bad) broken[order[b]] = 1;
+  });
   TierResult res;
   for (int64_t i = 0; i < n; ++i) {
     if (unproven[i]) res.left.push_back(i);
@@ -324,14 +589,18 @@ TierResult knn_tier_rows(const float* xp, int64_t n, int64_t dim, int64_t k, con
   std::vector<char> unproven(total, 0), broken(total, 0);
   for (int64_t r0 = 0; r0 < total; r0 += block) {
     const int64_t rb = std::min(block, total - r0);
-    const Tensor g = gemm(gather_rows(gemm.h, rows, r0, rb));
+    const Tensor g = gemm.product(gemm.gathered(rows, r0, rb), 0, n);
     const G* gp = static_cast<const G*>(g.const_data_ptr());
+    ScanBound most{};
+    for (int64_t r = 0; r < rb; ++r) widen_coefficients(most, tt.row(rows[r0 + r]));
+    const Prefilter pf(tt, most, 0, n);
     torch::stable::parallel_for(0, rb, 1, [&](int64_t b, int64_t e) {
       std::vector<CandidateSets::Candidate> best;
       bool bad = false;
       for (int64_t r = b; r < e; ++r) {
         const int64_t i = rows[r0 + r];
-        scan_row(sets, r, tt.row(i), gp + r * n, tt, 0, n);
+        scan_row(sets, r, tt.row(i), gp + r * n, tt, pf, 0, n);
+        std::sort(sets.slots(r), sets.slots(r) + sets.size[r]);
         unproven[r0 + r] = !settle_row(xp, n, dim, k, sets, r, i, best, ip, dp, bad);
       }
       if (bad) broken[r0 + b] = 1;
@@ -348,12 +617,6 @@ TierResult knn_tier_rows(const float* xp, int64_t n, int64_t dim, int64_t k, con
 // The symmetric tier halves the GEMM but keeps a candidate set for every row: used while they fit 1 GiB.
 bool use_symmetric_tier(int64_t n, int64_t cand) {
   return n * cand * static_cast<int64_t>(sizeof(CandidateSets::Candidate)) <= (int64_t{1} << 30);
-}
-
-std::vector<int64_t> all_rows(int64_t n) {
-  std::vector<int64_t> rows(n);
-  std::iota(rows.begin(), rows.end(), 0);
-  return rows;
 }
 
 template <class G>
@@ -391,22 +654,21 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
   TierResult res;
   bool all_fp64 = first == Tier::Fp64;
   if (first == Tier::Bf16) {
-    Tensor h = empty_cpu({n, dim}, ScalarType::Float);
-    float* hp = h.mutable_data_ptr<float>();
+    const int64_t n_pad = TileGrid(n).n_pad;
+    Tensor hb = empty_cpu({n_pad, dim}, ScalarType::BFloat16);
+    uint16_t* hp = static_cast<uint16_t*>(hb.mutable_data_ptr());
+    std::fill(hp + n * dim, hp + n_pad * dim, uint16_t{0});
     TierTerms tb{t64.sq, t64.nx, std::vector<double>(n), std::vector<double>(n), std::vector<double>(n),
                  tier_bound(Tier::Bf16, dim)};
     tb.tb.out = 0.00392156862745098;  // 2^-8 / (1 - 2^-8): |g - g_out| <= 2^-8 |g| <= out |g_out|
     tb.tb.tiny += 1.1754943508222875e-38;  // 2^-126: a float32 sum below it may round to a zero bf16
     torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
-        double sh = 0.0, sl = 0.0;
-        for (int64_t d = 0; d < dim; ++d) hp[i * dim + d] = split_bf16(xp[i * dim + d], sh, sl);
-        tb.nh[i] = std::sqrt(sh);
-        tb.nl[i] = std::sqrt(sl);
+        split_row(xp + i * dim, hp + i * dim, dim, tb.nh[i], tb.nl[i]);
         tb.p[i] = scan_term(tb.sq[i], tb.nx[i], tb.tb);
       }
     });
-    const CpuTierGemm gemm{h, torch::stable::to(h, ScalarType::BFloat16), false};
+    const CpuTierGemm gemm{x, hb, false};
     res = run_tier<uint16_t>(xp, n, dim, k, gemm, tb, nullptr, tier_candidates(Tier::Bf16, k, n), ip, dp);
     all_fp64 = res.broken;  // the matmul broke the bound's assumptions: redo every row in float64
   }

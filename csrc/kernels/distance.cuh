@@ -170,6 +170,36 @@ UVIREID_HD double squared_distance(const float* a, const float* b, int64_t D) {
   return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
+// squared_distance of `a` to M rows at once, each with exactly its arithmetic (same bits). One key
+// is a chain of dependent adds per partial sum, so it runs at the adds' latency; M keys interleave M
+// independent chains. CPU only.
+template <int M>
+UVIREID_ALWAYS_INLINE void squared_distances(const float* a, const float* const* b, int64_t D, double* out) {
+  double s[M][8] = {};
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8)
+    for (int m = 0; m < M; ++m)
+      for (int l = 0; l < 8; ++l) {
+        const double t = static_cast<double>(a[d + l]) - static_cast<double>(b[m][d + l]);
+        s[m][l] += t * t;
+      }
+  if (d < D) {  // the tail as a zero-padded block (fixed indices keep s in registers): t = 0 there,
+                // and s + 0 = s since s >= +0
+    float ta[8] = {}, tb[M][8] = {};
+    for (int l = 0; d + l < D; ++l) {
+      ta[l] = a[d + l];
+      for (int m = 0; m < M; ++m) tb[m][l] = b[m][d + l];
+    }
+    for (int m = 0; m < M; ++m)
+      for (int l = 0; l < 8; ++l) {
+        const double t = static_cast<double>(ta[l]) - static_cast<double>(tb[m][l]);
+        s[m][l] += t * t;
+      }
+  }
+  for (int m = 0; m < M; ++m)
+    out[m] = ((s[m][0] + s[m][4]) + (s[m][1] + s[m][5])) + ((s[m][2] + s[m][6]) + (s[m][3] + s[m][7]));
+}
+
 // <a, b> of two float rows, accumulated in double.
 UVIREID_HD double dot(const float* a, const float* b, int64_t D) {
   double s = 0.0;

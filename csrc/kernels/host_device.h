@@ -9,6 +9,14 @@
 #define UVIREID_HD inline
 #endif
 
+// Host helpers that must inline into each CPU target clone of their caller (else the clone calls
+// the baseline build of the helper).
+#if defined(_MSC_VER)
+#define UVIREID_ALWAYS_INLINE __forceinline
+#else
+#define UVIREID_ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
 #if defined(__CUDACC__) || defined(UVIREID_EMULATION)
 #define UVIREID_DEVICE_CODE 1
 #include <cuda_runtime.h>
