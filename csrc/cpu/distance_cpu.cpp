@@ -853,15 +853,27 @@ Csc transpose(const CsrView& v, int64_t n) {
 // (j = i included), m the min-sum, in no particular order. Only the upper triangle is computed:
 // m_ij is symmetric. Sums run into a dense accumulator; each visit appends j to `touched` without a
 // branch, advancing only on a first touch, and the emit walk clears what it read for the next row.
+// Rows are handed out in parts of equal work (visits), not of equal count: a row visits only the
+// rows j >= i, so the first rows cost most.
 template <class Emit>
 void jaccard_upper(const CsrView& v, int64_t n, const Emit& emit) {
   const Csc t = transpose(v, n);
-  torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+  std::vector<int64_t> work(n + 1, 0);  // visits before row i
+  for (int64_t i = 0; i < n; ++i) {
+    work[i + 1] = work[i] + 1;
+    for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p)
+      if (t.at[p] >= 0) work[i + 1] += t.ptr[v.col[p] + 1] - t.at[p];
+  }
+  const int64_t parts = std::min<int64_t>(n, 8 * static_cast<int64_t>(torch::stable::get_num_threads()));
+  std::vector<int64_t> start(parts + 1, n);
+  for (int64_t q = 0; q < parts; ++q)
+    start[q] = std::lower_bound(work.begin(), work.end() - 1, work[n] * q / parts) - work.begin();
+  torch::stable::parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
     std::vector<double> acc(n, 0.0);
     std::vector<int32_t> touched(n + 1);  // distinct j of one row, plus the slot a non-touch writes
     std::vector<std::pair<int32_t, double>> pairs;
     const int32_t* rows = t.row.data();
-    for (int64_t i = b; i < e; ++i) {
+    for (int64_t i = start[pb]; i < start[pe]; ++i) {
       int64_t count = 0;
       for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) {
         if (t.at[p] < 0) continue;
