@@ -380,13 +380,14 @@ void scan_row(CandidateSets& sets, int64_t r, const ScanBound& s, const G* g, co
   }
 }
 
-// Exact keys of row i's candidates, in the order of their lower bounds, until the bound proves the
+// Exact keys of row i's candidates, in the order of their lower bounds (sorted: the length of the
+// sorted prefix of its set; every later entry follows that prefix), until the bound proves the
 // top k (see kernels/distance.cuh): a candidate whose bound exceeds the k-th exact key so far, and
 // every row not held (bounds >= thr >= every held bound), rank after the top k. Writes the top k
 // and returns true, or returns false, writing nothing. `broken` is set when an exact key falls below
 // its bound: the GEMM did not behave as the bound assumes, and the caller redoes the work exactly.
 bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSets& sets, int64_t r, int64_t i,
-                std::vector<CandidateSets::Candidate>& best, int64_t* ip, float* dp, bool& broken) {
+                int64_t sorted, std::vector<CandidateSets::Candidate>& best, int64_t* ip, float* dp, bool& broken) {
   using Candidate = CandidateSets::Candidate;
   Candidate* h = sets.slots(r);
   const int64_t cnt = sets.size[r];
@@ -395,20 +396,24 @@ bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSet
   bool proven = false;
   // Keys kKeyBatch candidates at a time (the few computed past the proof are wasted).
   double key[kKeyBatch];
-  const float* rows[kKeyBatch];
-  const auto batch_rows = [&](int64_t t0) {
-    for (int q = 0; q < kKeyBatch; ++q) rows[q] = xp + h[std::min<int64_t>(t0 + q, cnt - 1)].second * dim;
-  };
+  int64_t batch = -kKeyBatch;  // the keys are those of h[batch .. batch + kKeyBatch)
   for (int64_t t = 0; t < cnt; ++t) {
+    if (t == sorted) {  // past the sorted prefix (the rest all follow it): sort the rest
+      std::sort(h + t, h + cnt);
+      sorted = cnt;
+      batch = -kKeyBatch;  // the batch may hold entries from before the sort
+    }
     if (static_cast<int64_t>(best.size()) == k && h[t].first > best.front().first) {
       proven = true;
       break;
     }
-    if (t % kKeyBatch == 0) {
-      batch_rows(t);
+    if (t >= batch + kKeyBatch) {
+      batch = t;
+      const float* rows[kKeyBatch];
+      for (int q = 0; q < kKeyBatch; ++q) rows[q] = xp + h[std::min<int64_t>(t + q, cnt - 1)].second * dim;
       exact_keys(xp + i * dim, rows, dim, key);
     }
-    const Candidate e{key[t % kKeyBatch], h[t].second};
+    const Candidate e{key[t - batch], h[t].second};
     if (e.first < h[t].first) broken = true;
     if (static_cast<int64_t>(best.size()) < k) {
       best.push_back(e);
@@ -438,17 +443,22 @@ std::vector<int64_t> all_rows(int64_t n) {
   return rows;
 }
 
-// The order in which to settle the rows of a tier that holds every row's set, each set sorted on the
-// way. Settling is bound by reading the candidates' rows of x; rows of one identity share most of
-// their candidates, so they are settled one after another, keyed by the smallest index among their
-// k best bounds, while those rows are still in cache.
-std::vector<int64_t> settle_order(CandidateSets& sets, int64_t n, int64_t k) {
+// The order in which to settle the rows of a tier that holds every row's set, and the first entries
+// of each set sorted on the way (`sorted`: how many; a row rarely needs more than k + k/2 + 8 keys).
+// Settling is bound by reading the candidates' rows of x; rows of one identity share most of their
+// candidates, so they are settled one after another, keyed by the smallest index among their k best
+// bounds, while those rows are still in cache.
+std::vector<int64_t> settle_order(CandidateSets& sets, int64_t n, int64_t k, std::vector<int64_t>& sorted) {
   std::vector<int64_t> key(n);
+  sorted.assign(n, 0);
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       CandidateSets::Candidate* h = sets.slots(i);
       const int64_t cnt = sets.size[i];
-      std::sort(h, h + cnt);
+      const int64_t m = std::min(cnt, k + k / 2 + 8);
+      if (m < cnt) std::nth_element(h, h + m, h + cnt);
+      std::sort(h, h + m);
+      sorted[i] = m;
       key[i] = i;
       for (int64_t t = 0; t < std::min(cnt, k); ++t) key[i] = std::min(key[i], h[t].second);
     }
@@ -563,12 +573,13 @@ TierResult knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, cons
     });
   }
   // Every row has seen every column: settle them all, rows that share candidates one after another.
-  const std::vector<int64_t> order = settle_order(sets, n, k);
+  std::vector<int64_t> sorted;
+  const std::vector<int64_t> order = settle_order(sets, n, k, sorted);
   torch::stable::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
     std::vector<CandidateSets::Candidate> best;
     bool bad = false;
     for (int64_t f = b; f < e; ++f)
-      unproven[order[f]] = !settle_row(xp, n, dim, k, sets, order[f], order[f], best, ip, dp, bad);
+      unproven[order[f]] = !settle_row(xp, n, dim, k, sets, order[f], order[f], sorted[order[f]], best, ip, dp, bad);
     if (bad) broken[order[b]] = 1;
   });
   TierResult res;
@@ -600,8 +611,7 @@ TierResult knn_tier_rows(const float* xp, int64_t n, int64_t dim, int64_t k, con
       for (int64_t r = b; r < e; ++r) {
         const int64_t i = rows[r0 + r];
         scan_row(sets, r, tt.row(i), gp + r * n, tt, pf, 0, n);
-        std::sort(sets.slots(r), sets.slots(r) + sets.size[r]);
-        unproven[r0 + r] = !settle_row(xp, n, dim, k, sets, r, i, best, ip, dp, bad);
+        unproven[r0 + r] = !settle_row(xp, n, dim, k, sets, r, i, 0, best, ip, dp, bad);
       }
       if (bad) broken[r0 + b] = 1;
     });
@@ -932,7 +942,8 @@ std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cpu(Tensor crow, Tensor col, T
     // Pairs sharing no column have d = 1: all kept when max_distance >= 1; otherwise only the
     // diagonal of a row that shares nothing even with itself. The threshold applies to the float32
     // value that is stored, as a dense matrix would hold it.
-    std::vector<std::pair<int32_t, float>> kept;
+    thread_local std::vector<std::pair<int32_t, float>> kept;  // reused row to row
+    kept.clear();
     bool has_diagonal = false;
     for (const auto& [j, m] : pairs) {
       const float d = static_cast<float>(jaccard_from_minsum(m));
@@ -947,10 +958,9 @@ std::tuple<Tensor, Tensor, Tensor> jaccard_sparse_cpu(Tensor crow, Tensor col, T
         if (!shared[j - i]) kept.emplace_back(static_cast<int32_t>(j), 1.0f);
     }
     std::sort(kept.begin(), kept.end());
-    for (const auto& [j, d] : kept) {
-      up_col[i].push_back(j);
-      up_val[i].push_back(d);
-    }
+    up_col[i].resize(kept.size());
+    up_val[i].resize(kept.size());
+    for (size_t t = 0; t < kept.size(); ++t) std::tie(up_col[i][t], up_val[i][t]) = kept[t];
   });
   std::vector<int64_t> count(n, 0);
   for (int64_t i = 0; i < n; ++i) {
