@@ -187,9 +187,9 @@ def _copies(x: torch.Tensor) -> torch.Tensor:
 
 
 def _straddling(n: int) -> torch.Tensor:
-    """Duplicates across the CPU's row blocks (2^23 / N rows each), D >= 2 x candidates: the symmetric
-    tier, whose second block gets its first columns from the first block's product. (The emulated
-    CUDA twin takes 1000 rows: it has no CPU tier.)"""
+    """Duplicates across the CPU's row blocks (1,024 rows each at N = 4,000), D >= 2 x candidates: the
+    symmetric tier, whose later blocks get their first columns from earlier blocks' products. (The
+    emulated CUDA twin takes 1000 rows: it has no CPU tier.)"""
     x = clustered(n, 72, n // 20, noise=0.5)
     x[n - 100 : n - 80] = x[10]
     x[n * 3 // 8] = x[n * 5 // 8]

@@ -104,6 +104,20 @@ def test_knn_exact_when_a_seeded_threshold_is_too_low(n, k):
     assert torch.equal(dist, rdist)
 
 
+@pytest.mark.skipif(EMULATED, reason="the CPU kernel is not in the emulated build")
+@pytest.mark.parametrize("n", [1025, 2100, 9000])
+def test_knn_exact_at_tile_and_block_edges(n):
+    """The CPU kernel multiplies blocks of rows with tiles of up to 1,024 columns (the bf16 operand
+    padded with zero rows): sizes just past one and two tiles, and past 8,192 rows, where a block
+    has fewer rows than a tile and starts inside one. A duplicate joins the first and last blocks."""
+    x = clustered(n, 16, n // 20, noise=0.4)
+    x[n - 3] = x[1]
+    ridx, rdist = R.knn(x, 12)
+    idx, dist = U.knn(x, 12)
+    assert torch.equal(idx, ridx)
+    torch.testing.assert_close(dist, rdist)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_knn_bad_input(device):
     # the op's own errors are in op_samples.ERROR_SAMPLES; these are the wrapper's

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -59,7 +60,7 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(const std::vector<std::vector<int32_t>
 // arithmetic and sums in an order fixed in the source, and no build fuses multiply-adds
 // (-ffp-contract=off in setup.py and CMakeLists.txt).
 #if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
-#define UVIREID_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define UVIREID_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define UVIREID_CPU_CLONES
 #endif
@@ -150,16 +151,20 @@ inline double widen(double v) { return v; }
 
 // How knn_tier_all cuts a tier's product: blocks of B rows, each multiplied with tiles of W columns
 // from the tile holding its first row on. Every GEMM of the bf16 tier then has the one shape B x W,
-// so oneDNN compiles its kernel once per call instead of once per block width. B is a power-of-2
-// fraction of W, small enough that a block's tiles stay within 2^23 elements; the bf16 operand has
-// zero rows up to n_pad, a multiple of W.
+// so oneDNN compiles its kernel once per call instead of once per block width. W is the smallest
+// multiple of 64 that splits n into tiles of at most kTileCols (so padding stays under one tile's
+// worth of 64 rows per tile); B is W halved while a block's tiles exceed 2^23 elements. The bf16
+// operand has zero rows up to n_pad, a multiple of W.
 constexpr int64_t kTileCols = 1024;
 
 struct TileGrid {
   int64_t W, B, n_pad;
-  explicit TileGrid(int64_t n)
-      : W(std::min<int64_t>(kTileCols, (n + 63) / 64 * 64)), B(W), n_pad((n + W - 1) / W * W) {
-    while (B > 1 && B % 2 == 0 && B * n_pad > (int64_t{1} << 23)) B /= 2;
+  explicit TileGrid(int64_t n) {
+    const int64_t tiles = std::max<int64_t>(1, (n + kTileCols - 1) / kTileCols);
+    W = ((n + tiles - 1) / tiles + 63) / 64 * 64;
+    n_pad = (n + W - 1) / W * W;
+    B = W;
+    while (B % 2 == 0 && B * n_pad > (int64_t{1} << 23)) B /= 2;
   }
 };
 
@@ -170,8 +175,9 @@ struct TileGrid {
 // float64, converted a chunk of rows at a time so no float64 copy of x is ever whole.
 struct CpuTierGemm {
   Tensor x;   // [n, D] float
-  Tensor hb;  // bf16 tier only
+  Tensor hb;  // bf16 tier only: [grid.n_pad, D]
   bool fp64 = false;
+  TileGrid grid;
   // Rows [i0, i0 + rows) as a left operand.
   Tensor left(int64_t i0, int64_t rows) const {
     Tensor m = fp64 ? x : hb;
@@ -211,9 +217,9 @@ struct BlockTiles {
   std::vector<Tensor> tiles;
   std::vector<const G*> data;
   std::vector<int64_t> stride;
-  BlockTiles(const CpuTierGemm& gemm, const TileGrid& grid, int64_t i0, int64_t rb, int64_t n_)
-      : c0(i0 / grid.W * grid.W), W(grid.W), n(n_) {
-    const Tensor a = gemm.left(i0, gemm.fp64 ? rb : grid.B);
+  BlockTiles(const CpuTierGemm& gemm, int64_t i0, int64_t rb, int64_t n_)
+      : c0(i0 / gemm.grid.W * gemm.grid.W), W(gemm.grid.W), n(n_) {
+    const Tensor a = gemm.left(i0, gemm.fp64 ? rb : gemm.grid.B);
     for (int64_t j0 = c0; j0 < n; j0 += W) {
       tiles.push_back(gemm.product(a, j0, gemm.fp64 ? std::min(W, n - j0) : W));
       data.push_back(static_cast<const G*>(tiles.back().const_data_ptr()));
@@ -238,8 +244,9 @@ struct TierTerms {
 
 // At least the `cand` candidates of every row with the smallest (lower bound, index) pairs, each row
 // a reservoir of 2 cand slots: a candidate goes in when its bound does not exceed thr[r]; a full
-// reservoir keeps its cand smallest and thr[r] becomes the largest of those (+Inf until then). So
-// every candidate not held has a bound >= thr[r] >= every held bound, which is what the proof needs.
+// reservoir keeps its cand smallest and thr[r] becomes the largest of those (until then thr[r] is
+// +Inf or a seed, see seed_thresholds). So every candidate not held has a bound >= thr[r] >= every
+// held bound, which is what the proof needs.
 struct CandidateSets {
   using Candidate = std::pair<double, int64_t>;
   int64_t cand;
@@ -271,20 +278,27 @@ constexpr int64_t kScanChunk = 256;
 // first; the double bound is computed only for what it lets through, so the offers (and the results)
 // are those of the double bound alone. The test rejects t when
 //   2 g + out2 |g| < base + q_t - thr,  q_t = p_t - A nh_t - B nl_t - C nx_t,
-// with (A, B, C) the largest coefficients (a, b, c) of the fixed sides it serves: norms are >= 0, so
-// the right side is below every side's bound minus thr. Every operand is rounded down, the double
+// with (A, B, C) the largest coefficients (a, b, c) of the fixed sides it serves (and out2 the
+// largest, rounded up): norms are >= 0, so the right side is below every side's bound minus thr. Every operand is rounded down, the double
 // rounding of the bound is covered by an absolute slack (2^-30 of the magnitudes, against about
-// 2^-49), and the float32 rounding of the test (below 2^-21 of its operands) by a relative one (2^-20).
-// A NaN anywhere fails the test, so the element goes to the double bound.
+// 2^-49), and the float32 rounding of the test (below 2^-21 of its operands) by a relative one (2^-20);
+// in the subnormal range, where the relative slack vanishes, the absolute one still exceeds the
+// rounding. A NaN or Inf anywhere fails the test, so the element goes to the double bound.
 constexpr double kAbsSlack = 9.313225746154785e-10;  // 2^-30
 constexpr float kRelSlack = 9.5367431640625e-07f;    // 2^-20
 
+// A double as a float, without the undefined conversion of values past the float range (they
+// become +-Inf, as the hardware gives anyway).
+inline float to_float(double v) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  return v > kMax ? HUGE_VALF : v < -kMax ? -HUGE_VALF : static_cast<float>(v);
+}
 inline float round_down(double v) {
-  const float f = static_cast<float>(v);
+  const float f = to_float(v);
   return f > v ? std::nextafter(f, -HUGE_VALF) : f;
 }
 inline float round_up(double v) {
-  const float f = static_cast<float>(v);
+  const float f = to_float(v);
   return f < v ? std::nextafter(f, HUGE_VALF) : f;
 }
 // base - thr rounded down, less the absolute slack of magnitudes up to `scale`.
@@ -293,7 +307,7 @@ inline float floor_diff(double base, double thr, double scale) {
 }
 
 inline float widen_float(uint16_t v) { return static_cast<float>(widen(v)); }
-inline float widen_float(double v) { return static_cast<float>(v); }
+inline float widen_float(double v) { return to_float(v); }
 
 // The float32 side of the scans of one block of fixed sides, for scanned indices [t0, n).
 struct Prefilter {
@@ -305,12 +319,18 @@ struct Prefilter {
   // `most`: the largest coefficients of the fixed sides (base unused).
   Prefilter(const TierTerms& tt, const ScanBound& most, int64_t t0_, int64_t n)
       : t0(t0_), q(n - t0_), qf(n - t0_), out2(round_up(most.out2)) {
-    for (int64_t t = t0; t < n; ++t) {
-      const double terms = most.a * tt.nh[t] + most.b * tt.nl[t] + most.c * tt.nx[t];
-      q[t - t0] = tt.p[t] - terms;
-      qf[t - t0] = round_down(q[t - t0]);
-      scale = std::max(scale, std::fabs(tt.p[t]) + terms);
-    }
+    std::mutex m;  // guards scale: one update per chunk
+    torch::stable::parallel_for(t0, n, 4096, [&](int64_t b, int64_t e) {
+      double big = 0.0;
+      for (int64_t t = b; t < e; ++t) {
+        const double terms = most.a * tt.nh[t] + most.b * tt.nl[t] + most.c * tt.nx[t];
+        q[t - t0] = tt.p[t] - terms;
+        qf[t - t0] = round_down(q[t - t0]);
+        big = std::max(big, std::fabs(tt.p[t]) + terms);
+      }
+      const std::lock_guard<std::mutex> lock(m);
+      scale = std::max(scale, big);
+    });
   }
 };
 
@@ -475,12 +495,13 @@ struct TierResult {
   bool broken = false;
 };
 
-// Starting thresholds for every row's set, from the tier's bounds to a strided sample of kSeedRows
-// rows: the sample's q-th smallest, q chosen so that about 2 cand of the row's n bounds fall below
-// it. Without a seed a row takes an offer whenever a bound beats its cand-th smallest so far, about
-// cand ln(n / cand) offers; with one, about 2 cand. Any seed keeps the result exact: the set then
-// holds every bound below its threshold, and a row whose set cannot prove its top k goes to the
-// next tier.
+// Starting thresholds for every row's set, from the tier's bounds to a sample of s rows (up to
+// kSeedRows, strided over the first block): the sample's q-th smallest, q chosen so that about
+// 2 cand of the row's n bounds fall at or below it. Without a seed a row takes an offer whenever a
+// bound beats its cand-th smallest so far, about cand ln(n / cand) offers; with one, about 2 cand.
+// Any seed keeps the result exact: the set then holds every bound at or below its threshold, and a
+// row whose set cannot prove its top k goes to the next tier. (Past N = 32,768 a block has fewer
+// than 256 rows, so the sample shrinks and its estimate gets coarser: only a cost.)
 constexpr int64_t kSeedRows = 256;
 
 // The q-th smallest of v[0, s) (q <= s), reordering v: the q smallest so far are kept sorted at the
@@ -520,18 +541,19 @@ void seed_thresholds(const BlockTiles<G>& block0, int64_t rb, const TierTerms& t
 }
 
 // One candidate tier over every row, using the symmetry of the GEMM: a block of rows is multiplied
-// only with the rows from its own on (TileGrid), and the product serves the block's rows (row by
-// row) and the rows after it (column by column), so the tier costs about half a full GEMM. Rows are
-// settled once every block is done. G: the GEMM output type.
+// only with the tiles from the one holding its first row on (TileGrid), and the product serves the
+// block's rows (row by row, columns from the row's own on) and the rows after it (column by column),
+// so the tier costs about half a full GEMM plus the diagonal tiles. Rows are settled once every
+// block is done. G: the GEMM output type.
 template <class G>
 TierResult knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, const CpuTierGemm& gemm,
                         const TierTerms& tt, int64_t cand, int64_t* ip, float* dp) {
-  const TileGrid grid(n);
+  const TileGrid& grid = gemm.grid;
   CandidateSets sets(n, cand);
   std::vector<char> unproven(n, 0), broken(n, 0);
   for (int64_t i0 = 0; i0 < n; i0 += grid.B) {
     const int64_t rb = std::min(grid.B, n - i0);
-    const BlockTiles<G> tiles(gemm, grid, i0, rb, n);
+    const BlockTiles<G> tiles(gemm, i0, rb, n);
     if (i0 == 0) seed_thresholds(tiles, rb, tt, n, sets);
     ScanBound most_row{}, most_col{};
     for (int64_t r = 0; r < rb; ++r) {
@@ -664,7 +686,8 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
   TierResult res;
   bool all_fp64 = first == Tier::Fp64;
   if (first == Tier::Bf16) {
-    const int64_t n_pad = TileGrid(n).n_pad;
+    const TileGrid grid(n);
+    const int64_t n_pad = grid.n_pad;
     Tensor hb = empty_cpu({n_pad, dim}, ScalarType::BFloat16);
     uint16_t* hp = static_cast<uint16_t*>(hb.mutable_data_ptr());
     std::fill(hp + n * dim, hp + n_pad * dim, uint16_t{0});
@@ -678,11 +701,11 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
         tb.p[i] = scan_term(tb.sq[i], tb.nx[i], tb.tb);
       }
     });
-    const CpuTierGemm gemm{x, hb, false};
+    const CpuTierGemm gemm{x, hb, false, grid};
     res = run_tier<uint16_t>(xp, n, dim, k, gemm, tb, nullptr, tier_candidates(Tier::Bf16, k, n), ip, dp);
     all_fp64 = res.broken;  // the matmul broke the bound's assumptions: redo every row in float64
   }
-  const CpuTierGemm gemm64{x, Tensor(), true};
+  const CpuTierGemm gemm64{x, Tensor(), true, TileGrid(n)};
   const int64_t cand64 = tier_candidates(Tier::Fp64, k, n);
   if (all_fp64)
     res = run_tier<double>(xp, n, dim, k, gemm64, t64, nullptr, cand64, ip, dp);

@@ -154,7 +154,7 @@ UVIREID_HD int64_t expansion_weights(const int64_t* rank, int64_t K, const int64
 // Exact squared Euclidean distance of two float rows, accumulated in double in a fixed order (eight
 // interleaved partial sums, then a fixed tree): the same arithmetic for every pair and every
 // instruction set, so duplicate rows give bit-identical distances (exact ties), and a vector build
-// of it (the CPU's AVX2 clone) gives the same bits as a scalar one.
+// of it (the CPU's AVX-512 and AVX2 clones) gives the same bits as a scalar one.
 UVIREID_HD double squared_distance(const float* a, const float* b, int64_t D) {
   double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
   int64_t d = 0;
