@@ -3,6 +3,7 @@ matmul precision, jaccard_distance against the classic NumPy port (uvireid_ext.r
 CPU vs CUDA."""
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -37,6 +38,32 @@ def test_knn_exact_under_reduced_matmul_precision(device, precision):
     assert torch.equal(idx.cpu(), ridx)
 
 
+def knn_with_mm(x: torch.Tensor, k: int, mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.dtype]]:
+    """U.knn(x, k) with ``mm`` installed as aten::mm's CPU kernel through the dispatcher, and the
+    dtypes of the products the kernel asked for, in order."""
+    dtypes = []
+
+    def recording(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        dtypes.append(a.dtype)
+        return mm(a, b)
+
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overriding a kernel torch already has
+        lib.impl("mm", recording, "CPU")
+    try:
+        idx, dist = U.knn(x, k)
+    finally:
+        lib._destroy()
+    return idx, dist, dtypes
+
+
+def exact_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in float64 without mm (it is what knn_with_mm replaces)."""
+    return (a.double()[:, :, None] * b.double()[None]).sum(1)
+
+
 @pytest.mark.skipif(EMULATED, reason="the CPU kernel is not in the emulated build")
 def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
     """If the bf16 product ever disagrees with the bound's model of it (an exact key below its lower
@@ -48,11 +75,9 @@ def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
     x = clustered(n, 16, 6, noise=0.3)
     ridx, rdist = R.knn(x, k)
     near = torch.zeros(n, n, dtype=torch.bool).scatter_(1, ridx, True)
-    dtypes = []
 
     def lying_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        dtypes.append(a.dtype)
-        exact = (a.double()[:, :, None] * b.double()[None]).sum(1)  # no mm: this kernel replaces it
+        exact = exact_product(a, b)
         if a.dtype != torch.bfloat16:
             return exact.to(a.dtype)
         m = exact.shape[0]  # the kernel pads its bf16 operand with zero rows
@@ -61,14 +86,7 @@ def test_knn_redoes_in_float64_when_the_gemm_breaks_the_bound():
         lie[:n, :n] = 50.0 * near.double()
         return (exact - 5.0 - lie).to(a.dtype)
 
-    lib = torch.library.Library("aten", "IMPL")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # overriding a kernel torch already has
-        lib.impl("mm", lying_mm, "CPU")
-    try:
-        idx, dist = U.knn(x, k)
-    finally:
-        lib._destroy()
+    idx, dist, dtypes = knn_with_mm(x, k, lying_mm)
     assert dtypes[0] == torch.bfloat16 and torch.float64 in dtypes  # the bf16 tier ran, then float64
     assert torch.equal(idx, ridx)
     torch.testing.assert_close(dist, rdist)
@@ -85,20 +103,7 @@ def test_knn_exact_when_a_seeded_threshold_is_too_low(n, k):
     x = clustered(n, 16, 40, noise=0.3)
     x[0:80:4] = x[0]
     ridx, rdist = R.knn(x, k)
-    dtypes = []
-
-    def recording_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        dtypes.append(a.dtype)
-        return (a.double()[:, :, None] * b.double()[None]).sum(1).to(a.dtype)  # no mm: this replaces it
-
-    lib = torch.library.Library("aten", "IMPL")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # overriding a kernel torch already has
-        lib.impl("mm", recording_mm, "CPU")
-    try:
-        idx, dist = U.knn(x, k)
-    finally:
-        lib._destroy()
+    idx, dist, dtypes = knn_with_mm(x, k, lambda a, b: exact_product(a, b).to(a.dtype))
     assert dtypes[0] == torch.bfloat16 and torch.float64 in dtypes
     assert torch.equal(idx, ridx)
     assert torch.equal(dist, rdist)
