@@ -692,9 +692,7 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
     uint16_t* hp = static_cast<uint16_t*>(hb.mutable_data_ptr());
     std::fill(hp + n * dim, hp + n_pad * dim, uint16_t{0});
     TierTerms tb{t64.sq, t64.nx, std::vector<double>(n), std::vector<double>(n), std::vector<double>(n),
-                 tier_bound(Tier::Bf16, dim)};
-    tb.tb.out = 0.00392156862745098;  // 2^-8 / (1 - 2^-8): |g - g_out| <= 2^-8 |g| <= out |g_out|
-    tb.tb.tiny += 1.1754943508222875e-38;  // 2^-126: a float32 sum below it may round to a zero bf16
+                 tier_bound(Tier::Bf16, dim, /*bf16_output=*/true)};
     torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         split_row(xp + i * dim, hp + i * dim, dim, tb.nh[i], tb.nl[i]);

@@ -245,14 +245,21 @@ struct TierBound {
   double gamma, delta, tiny, out = 0.0;
 };
 
-UVIREID_HD TierBound tier_bound(Tier tier, int64_t D) {
+// bf16_output: the GEMM returns bf16 (the CPU's bf16 matmul), not float32.
+UVIREID_HD TierBound tier_bound(Tier tier, int64_t D, bool bf16_output = false) {
   const double u = tier == Tier::Bf16 ? 4.76837158203125e-07 /* 2^-21 */ : 4.440892098500626e-16 /* 2^-51 */;
   const double m = static_cast<double>(D + 4) * u;
   const double eps64 = 2.220446049250313e-16;  // 2^-52
+  const double min_normal = 1.1754943508222875e-38;  // 2^-126
   // Past m = 1/2 (D near 2^20 for bf16) the classic bound is useless: an infinite gamma turns every
   // lower bound into -Inf, so the rows go to the next tier.
-  return {m < 0.5 ? m / (1.0 - m) : HUGE_VAL, 8.0 * static_cast<double>(D + 8) * eps64,
-          tier == Tier::Bf16 ? 4.0 * static_cast<double>(D + 4) * 1.1754943508222875e-38 /* 2^-126 */ : 0.0};
+  TierBound b{m < 0.5 ? m / (1.0 - m) : HUGE_VAL, 8.0 * static_cast<double>(D + 8) * eps64,
+              tier == Tier::Bf16 ? 4.0 * static_cast<double>(D + 4) * min_normal : 0.0};
+  if (bf16_output) {
+    b.out = 0.00392156862745098;  // 2^-8 / (1 - 2^-8): |g - g_out| <= 2^-8 |g| <= out |g_out|
+    b.tiny += min_normal;         // a float32 sum below 2^-126 may round to a zero bf16
+  }
+  return b;
 }
 
 // v rounded to bf16 (8 significand bits, round half to even), kept as a float. Subnormal results
