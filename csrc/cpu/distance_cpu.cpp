@@ -400,6 +400,38 @@ void scan_row(CandidateSets& sets, int64_t r, const ScanBound& s, const G* g, co
   }
 }
 
+// Exact keys that settled rows computed, kept for a while by one thread, so that a later row of the
+// same identity takes key(i, j) from row j's keys: key(j, i) has the same bits (the differences only
+// change sign). Rows are settled identity by identity (settle_order), so most mutual neighbours hit.
+struct KeyCache {
+  static constexpr int kRows = 64;
+  std::vector<int32_t> slot_of;  // [n]: the slot holding row j's keys, -1 if none
+  std::vector<std::pair<int64_t, double>> keys[kRows];  // (candidate, key) per slot
+  int64_t owner[kRows];
+  int next = 0;
+  explicit KeyCache(int64_t n) : slot_of(n, -1) { std::fill(owner, owner + kRows, int64_t{-1}); }
+  bool find(int64_t j, int64_t i, double& key) const {
+    const int32_t s = slot_of[j];
+    if (s < 0) return false;
+    for (const auto& [c, v] : keys[s])
+      if (c == i) {
+        key = v;
+        return true;
+      }
+    return false;
+  }
+  // Starts holding row i's keys in place of the oldest row's.
+  std::vector<std::pair<int64_t, double>>& hold(int64_t i) {
+    const int s = next;
+    next = (next + 1) % kRows;
+    if (owner[s] >= 0) slot_of[owner[s]] = -1;
+    owner[s] = i;
+    slot_of[i] = s;
+    keys[s].clear();
+    return keys[s];
+  }
+};
+
 // Exact keys of row i's candidates, in the order of their lower bounds (sorted: the length of the
 // sorted prefix of its set; every later entry follows that prefix), until the bound proves the
 // top k (see kernels/distance.cuh): a candidate whose bound exceeds the k-th exact key so far, and
@@ -407,33 +439,53 @@ void scan_row(CandidateSets& sets, int64_t r, const ScanBound& s, const G* g, co
 // and returns true, or returns false, writing nothing. `broken` is set when an exact key falls below
 // its bound: the GEMM did not behave as the bound assumes, and the caller redoes the work exactly.
 bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSets& sets, int64_t r, int64_t i,
-                int64_t sorted, std::vector<CandidateSets::Candidate>& best, int64_t* ip, float* dp, bool& broken) {
+                int64_t sorted, std::vector<CandidateSets::Candidate>& best, int64_t* ip, float* dp, bool& broken,
+                KeyCache* cache = nullptr) {
   using Candidate = CandidateSets::Candidate;
   Candidate* h = sets.slots(r);
   const int64_t cnt = sets.size[r];
   const double bound_max = sets.thr[r];  // +Inf: nothing was ever turned away
   best.clear();  // max-heap of the k best exact (key, index) pairs so far
   bool proven = false;
-  // Keys kKeyBatch candidates at a time (the few computed past the proof are wasted).
-  double key[kKeyBatch];
-  int64_t batch = -kKeyBatch;  // the keys are those of h[batch .. batch + kKeyBatch)
-  for (int64_t t = 0; t < cnt; ++t) {
+  // key[t] for h[t]: from the cache, or computed kKeyBatch at a time over the next positions the
+  // cache does not have (within the sorted part; the few computed past the proof are wasted).
+  thread_local std::vector<double> key;
+  thread_local std::vector<char> have;
+  key.resize(cnt);
+  have.assign(cnt, 0);
+  const auto fill = [&](int64_t t) {
+    int64_t pos[kKeyBatch];
+    int m = 0;
+    for (int64_t u = t; u < sorted && m < kKeyBatch; ++u) {
+      if (have[u]) continue;
+      if (cache != nullptr && cache->find(h[u].second, i, key[u])) {
+        have[u] = 1;
+        continue;
+      }
+      pos[m++] = u;
+    }
+    if (m == 0) return;
+    const float* rows[kKeyBatch];
+    double out[kKeyBatch];
+    for (int q = 0; q < kKeyBatch; ++q) rows[q] = xp + h[pos[std::min(q, m - 1)]].second * dim;
+    exact_keys(xp + i * dim, rows, dim, out);
+    for (int q = 0; q < m; ++q) {
+      key[pos[q]] = out[q];
+      have[pos[q]] = 1;
+    }
+  };
+  int64_t t = 0;
+  for (; t < cnt; ++t) {
     if (t == sorted) {  // past the sorted prefix (the rest all follow it): sort the rest
       std::sort(h + t, h + cnt);
       sorted = cnt;
-      batch = -kKeyBatch;  // the batch may hold entries from before the sort
     }
     if (static_cast<int64_t>(best.size()) == k && h[t].first > best.front().first) {
       proven = true;
       break;
     }
-    if (t >= batch + kKeyBatch) {
-      batch = t;
-      const float* rows[kKeyBatch];
-      for (int q = 0; q < kKeyBatch; ++q) rows[q] = xp + h[std::min<int64_t>(t + q, cnt - 1)].second * dim;
-      exact_keys(xp + i * dim, rows, dim, key);
-    }
-    const Candidate e{key[t - batch], h[t].second};
+    if (!have[t]) fill(t);
+    const Candidate e{key[t], h[t].second};
     if (e.first < h[t].first) broken = true;
     if (static_cast<int64_t>(best.size()) < k) {
       best.push_back(e);
@@ -443,6 +495,11 @@ bool settle_row(const float* xp, int64_t n, int64_t dim, int64_t k, CandidateSet
       best.back() = e;
       std::push_heap(best.begin(), best.end());
     }
+  }
+  if (cache != nullptr) {
+    auto& held = cache->hold(i);
+    for (int64_t u = 0; u < cnt; ++u)
+      if (have[u]) held.emplace_back(h[u].second, key[u]);
   }
   // A seeded threshold may have let fewer than k in: then nothing is proven.
   if (!proven && static_cast<int64_t>(best.size()) == k)
@@ -599,9 +656,11 @@ TierResult knn_tier_all(const float* xp, int64_t n, int64_t dim, int64_t k, cons
   const std::vector<int64_t> order = settle_order(sets, n, k, sorted);
   torch::stable::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
     std::vector<CandidateSets::Candidate> best;
+    KeyCache cache(n);
     bool bad = false;
     for (int64_t f = b; f < e; ++f)
-      unproven[order[f]] = !settle_row(xp, n, dim, k, sets, order[f], order[f], sorted[order[f]], best, ip, dp, bad);
+      unproven[order[f]] =
+          !settle_row(xp, n, dim, k, sets, order[f], order[f], sorted[order[f]], best, ip, dp, bad, &cache);
     if (bad) broken[order[b]] = 1;
   });
   TierResult res;
