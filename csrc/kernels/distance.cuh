@@ -151,28 +151,11 @@ UVIREID_HD int64_t expansion_weights(const int64_t* rank, int64_t K, const int64
   return n;
 }
 
-// Exact squared Euclidean distance of two float rows, accumulated in double in a fixed order (eight
-// interleaved partial sums, then a fixed tree): the same arithmetic for every pair and every
-// instruction set, so duplicate rows give bit-identical distances (exact ties), and a vector build
-// of it (the CPU's AVX-512 and AVX2 clones) gives the same bits as a scalar one.
-UVIREID_HD double squared_distance(const float* a, const float* b, int64_t D) {
-  double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-  int64_t d = 0;
-  for (; d + 8 <= D; d += 8)
-    for (int l = 0; l < 8; ++l) {
-      const double t = static_cast<double>(a[d + l]) - static_cast<double>(b[d + l]);
-      s[l] += t * t;
-    }
-  for (int l = 0; d + l < D; ++l) {
-    const double t = static_cast<double>(a[d + l]) - static_cast<double>(b[d + l]);
-    s[l] += t * t;
-  }
-  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
-// squared_distance of `a` to M rows at once, each with exactly its arithmetic (same bits). One key
-// is a chain of dependent adds per partial sum, so it runs at the adds' latency; M keys interleave M
-// independent chains. CPU only.
+// Exact squared Euclidean distance of `a` to M float rows at once, each accumulated in double in a
+// fixed order (eight interleaved partial sums, then a fixed tree): the same arithmetic for every pair
+// and every instruction set, so duplicate rows give bit-identical distances (exact ties), and the
+// CPU's AVX-512 and AVX2 clones give the bits of a scalar build. Several keys at once interleave
+// independent chains of adds. CPU only (the CUDA kernels sum across a warp).
 template <int M>
 UVIREID_ALWAYS_INLINE void squared_distances(const float* a, const float* const* b, int64_t D, double* out) {
   double s[M][8] = {};
@@ -225,7 +208,7 @@ UVIREID_HD bool ranked_dot(const int64_t* rank, const float* rank_dist, int64_t 
 }
 
 // ------------------------------------------------------------------ kNN candidates and their proof
-// knn ranks candidates found by a fast GEMM and re-measures them with squared_distance (the "exact"
+// knn ranks candidates found by a fast GEMM and re-measures them with squared_distances (the "exact"
 // key). A GEMM pass (a "tier") sees each row through a split x = h + l. The bf16 tier multiplies
 // h = x rounded to bf16: products of bf16 values are exact in float32 and bf16 values are exact in
 // TF32, so any float32-accumulating matmul (tensor cores, TF32 or not) computes <h_i, h_j> to within
