@@ -789,6 +789,16 @@ std::tuple<Tensor, Tensor> knn_cpu(Tensor x, int64_t k, std::string candidates) 
 
 // ------------------------------------------------------------------------------ k-reciprocal encoding
 
+// R(i, k1) and R(i, mh) of rows [b, e) into padded [N, k1] sets (in an instruction-set clone, where
+// the membership scans vectorise).
+UVIREID_CPU_CLONES void reciprocal_sets(const int64_t* rank, int64_t K, int64_t b, int64_t e, int64_t k1, int64_t mh,
+                                        int32_t* r1, int32_t* n1, int32_t* rh, int32_t* nh) {
+  for (int64_t i = b; i < e; ++i) {
+    n1[i] = static_cast<int32_t>(reciprocal_set(rank, K, i, k1, r1 + i * k1));
+    nh[i] = static_cast<int32_t>(reciprocal_set(rank, K, i, mh, rh + i * k1));
+  }
+}
+
 std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank, std::optional<Tensor> rank_dist,
                                                            int64_t k1) {
   const char* op = "k_reciprocal_encode";
@@ -819,10 +829,7 @@ std::tuple<Tensor, Tensor, Tensor> k_reciprocal_encode_cpu(Tensor x, Tensor rank
 
   std::vector<int32_t> r1(n * k1), rh(n * k1), n1(n), nh(n);
   torch::stable::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      n1[i] = static_cast<int32_t>(reciprocal_set(rp, K, i, k1, r1.data() + i * k1));
-      nh[i] = static_cast<int32_t>(reciprocal_set(rp, K, i, mh, rh.data() + i * k1));
-    }
+    reciprocal_sets(rp, K, b, e, k1, mh, r1.data(), n1.data(), rh.data(), nh.data());
   });
   std::vector<std::vector<int32_t>> cols(n);
   std::vector<std::vector<float>> vals(n);
@@ -969,13 +976,16 @@ void jaccard_upper(const CsrView& v, int64_t n, const Emit& emit) {
       int64_t count = 0;
       for (int64_t p = v.crow[i]; p < v.crow[i + 1]; ++p) {
         if (t.at[p] < 0) continue;
-        const double vi = v.val[p];
+        const float vi = v.val[p];
         for (int64_t q = t.at[p], end = t.ptr[v.col[p] + 1]; q < end; ++q) {
           const int32_t j = rows[q];
           const double a = acc[j];
           touched[count] = j;
           count += (a == 0.0);  // first touch: every visit adds a positive amount
-          acc[j] = a + std::min(vi, static_cast<double>(t.val[q]));
+          // min in float, widened after (the same value): a float min compiles to minss, where
+          // a double min of a widened operand became a branch that mispredicts half the time
+          const float m = t.val[q] < vi ? t.val[q] : vi;
+          acc[j] = a + static_cast<double>(m);
         }
       }
       pairs.clear();
