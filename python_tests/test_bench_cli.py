@@ -97,6 +97,22 @@ def test_writes_to_out_relative_to_the_caller_and_prints_where(
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "bench" / "results").glob("*")} == committed
 
 
+def test_distance_pipeline_keeps_medians_of_alternate_runs(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["distance", "--sizes", "300", "--dim", "32", "--repeats", "1", "--runs", "3",
+                    "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "distance_cpu.json").read_text())["rows"][0]
+    assert row["runs"] == 3
+    ours = row["knn_s"] + row["after_knn_s"]
+    port = row["classic_knn_s"] + row["classic_after_knn_s"]
+    assert row["speedup_total"] == pytest.approx(port / ours, rel=0.05)
+    low, high = (float(v) for v in row["speedup_total_range"].split("-"))
+    assert 0 < low <= high  # the median pair's ratio need not lie inside: medians of stages, not of ratios
+    capsys.readouterr()
+    assert run_cli(["distance", "--sizes", "300", "--runs", "0", "--out", str(tmp_path)]) == 2
+    assert "--runs must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_distance_times_knn_against_a_plain_gemm_and_faiss_when_installed(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
