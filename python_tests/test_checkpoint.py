@@ -216,12 +216,13 @@ def test_remove_stale_temporaries_of_dead_writers_only(tmp_path) -> None:
     assert remove_stale_temporaries(str(tmp_path / "absent"), ("checkpoint.pt",)) == ([], [])
 
 
-def test_execution_changes_name_threads_and_device() -> None:
+def test_execution_changes_name_threads_device_and_world_size() -> None:
     cpu = torch.device("cpu")
-    assert execution(3, cpu) == {"threads": 3, "device": "cpu"}
+    assert execution(3, cpu) == {"threads": 3, "device": "cpu", "world_size": 1}
     assert execution_changes(execution(1, cpu), execution(1, cpu)) == []
     assert execution_changes(execution(1, cpu), execution(2, cpu)) == ["threads 1 -> 2"]
-    gpu = {"threads": 1, "device": "NVIDIA H200"}
-    assert execution_changes(gpu, execution(1, cpu)) == ["device 'NVIDIA H200' -> 'cpu'"]
+    assert execution_changes(execution(1, cpu, 2), execution(1, cpu, 4)) == ["world_size 2 -> 4"]
+    gpu = {"threads": 1, "device": "NVIDIA H200"}  # a checkpoint from before world_size was recorded
+    assert execution_changes(gpu, execution(1, cpu, 2)) == ["device 'NVIDIA H200' -> 'cpu'"]
     # nothing recorded (a checkpoint of an older version, or no thread count configured): nothing to compare
     assert execution_changes(None, execution(2, cpu)) == execution_changes({"threads": None}, execution(2, cpu)) == []

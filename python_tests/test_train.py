@@ -165,14 +165,30 @@ def test_resume_on_another_thread_count_warns_it_is_not_bit_exact(data, tmp_path
     cfg = small_config("baseline", str(tmp_path), epochs=2)
     with pytest.raises(Interrupt):
         Trainer(cfg, *data, on_epoch=_stop_after_first).fit()
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["execution"] == {"threads": 1, "device": "cpu"}
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["execution"] == {
+        "threads": 1, "device": "cpu", "world_size": 1}
     cfg.run.resume = True
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Trainer(cfg, *data).epoch == 1
     cfg.run.threads = 2
     with pytest.warns(UserWarning, match=r"train: resuming .*checkpoint\.pt with threads 1 -> 2 \(checkpoint -> now\)"
-                      r".*no longer bit-exact"):
+                      r".*no longer bit-exact") as caught:
+        assert Trainer(cfg, *data).epoch == 1
+    assert "other batches" not in str(caught[0].message)
+
+
+def test_resume_on_another_world_size_warns_of_other_batches(data, tmp_path) -> None:
+    cfg = small_config("baseline", str(tmp_path), epochs=2)
+    with pytest.raises(Interrupt):
+        Trainer(cfg, *data, on_epoch=_stop_after_first).fit()
+    st = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    st["execution"]["world_size"] = 2  # as two processes would have written it
+    torch.save(st, tmp_path / "checkpoint.pt")
+    cfg.run.resume = True
+    with pytest.warns(UserWarning, match=r"with world_size 2 -> 1 \(checkpoint -> now\).*each rank draws its own "
+                      r"batches \(another world size: other batches, another global batch size\).*no longer "
+                      r"bit-exact"):
         assert Trainer(cfg, *data).epoch == 1
 
 

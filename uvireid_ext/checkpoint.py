@@ -173,14 +173,17 @@ def read_checkpoint(path: str, who: str = "train", keys: tuple[str, ...] = RESUM
     return st
 
 
-def execution(threads: int, device: torch.device) -> dict:
-    """What a checkpoint records of how its process ran: CPU threads and the device (a GPU by its model)."""
-    return {"threads": threads, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+def execution(threads: int, device: torch.device, world_size: int = 1) -> dict:
+    """What a checkpoint records of how its process ran: CPU threads, the device (a GPU by its model) and
+    the number of processes training together."""
+    return {"threads": threads, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "world_size": world_size}
 
 
 def execution_changes(saved: dict | None, now: dict) -> list[str]:
     """How this process runs a resumed run differently (``execution``) from the one that wrote the
-    checkpoint. Float reductions depend on both, so such a resume continues the run, but not bit-exactly."""
+    checkpoint. Float reductions depend on all three and each rank draws its own batches, so such a resume
+    continues the run, but not bit-exactly."""
     saved = saved or {}
     return [f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if saved.get(k) is not None and saved[k] != now[k]]
 

@@ -18,8 +18,9 @@ Every epoch atomically replaces ``<output>/checkpoint.pt``, then appends one JSO
 ``<output>/log.jsonl`` (time of each phase, ARI, cluster counts, losses, metrics); ``resume`` continues from
 the checkpoint with the same model, optimiser, scheduler, memories, RNG states and epoch. The per-epoch
 random streams (batch sampling, augmentation) are derived from (seed, rank, epoch), so a resumed run draws
-exactly what an uninterrupted one would, bit for bit on the same thread count and device (a resume on
-another one goes on, with a warning that it is no longer bit-exact: float reductions depend on both). An
+exactly what an uninterrupted one would, bit for bit on the same thread count, device and world size (a
+resume on another one goes on, with a warning that it is no longer bit-exact: float reductions depend on
+all three, and another world size draws other batches). An
 epoch whose clustering finds no cluster is logged (``"event": "no_cluster"``), skips its iterations, and
 the run goes on.
 
@@ -434,7 +435,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 **memories_state(self.memories), "fixed_labels": labels_state(self.fixed_labels),
                 "rng": rng_state(self.cuda), "log": list(self.log_lines),
-                "execution": execution(torch.get_num_threads(), self.device)}
+                "execution": execution(torch.get_num_threads(), self.device, self.world)}
 
     def _remove_stale_temporaries(self) -> None:
         """A writer killed inside an atomic write leaves ``<file>.tmp.<pid>`` in the run folder: remove those
@@ -474,12 +475,14 @@ class Trainer:
         restore_rng(st["rng"], self.cuda)
         # a checkpoint from before the execution entry: its configured thread count, when one was set
         changes = execution_changes(st.get("execution", {"threads": st["config"]["run"].get("threads")}),
-                                    execution(torch.get_num_threads(), self.device))
+                                    execution(torch.get_num_threads(), self.device, self.world))
         if changes:
+            batches = (" and each rank draws its own batches (another world size: other batches, another global "
+                       "batch size)" if any(c.startswith("world_size") for c in changes) else "")
             warnings.warn(f"train: resuming {path} with {'; '.join(changes)} (checkpoint -> now): float reductions "
-                          "depend on the CPU thread count and the device, so the continuation is no longer bit-exact "
-                          "with an uninterrupted run (for that, resume with the checkpoint's --threads and device)",
-                          stacklevel=3)
+                          f"depend on the CPU thread count, the device and the world size{batches}, so the "
+                          "continuation is no longer bit-exact with an uninterrupted run (for that, resume with the "
+                          "checkpoint's --threads, device and number of processes)", stacklevel=3)
         self.log_lines = list(st["log"]) if "log" in st else []
         if self.rank == 0:
             self.log_lines, change = reconcile_log(os.path.join(self.out, "log.jsonl"), st.get("log"), self.epoch)
