@@ -2,6 +2,7 @@
 end with its table, JSON and plots."""
 
 import json
+import math
 import os
 import re
 
@@ -62,6 +63,9 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert set(rows) == {"untrained", "oracle", "baseline"} and rows["oracle"]["seeds"] == [0, 1]
     base = [r for r in res["runs"] if r["variant"] == "baseline"]
     assert all(len(r["map_curve"]) == 1 and len(r["ari_curve"]) == 2 for r in base)
+    for r in res["runs"]:  # every row measures how far its final training features mix the modalities
+        assert 0 <= r["mixing"]["cross_share"] <= 1 and 0 <= r["mixing"]["cross_nn_precision"] <= 1
+    assert "cross@40" in printed and math.isfinite(rows["baseline"]["cross_share"][0])
     for name in ("cmc.png", "curves.png"):
         with Image.open(out / name) as im:
             assert im.size[0] > 400 and im.size[1] > 300

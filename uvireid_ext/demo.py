@@ -8,8 +8,9 @@ seed measures the bounds and the recipes on the same data, loop and budget:
   from the first epoch (the upper bound);
 * ``baseline``, ``mmm``, ``ecul`` (and with ``--ablation`` their variants): pseudo-labels from clustering.
 
-Prints a table (mean ± std over the seeds of R1, mAP, mINP, pseudo-label ARI; how much of the oracle −
-untrained mAP gap each row closes; its mAP gain over the untrained network in standard deviations) and
+Prints a table (mean ± std over the seeds of R1, mAP, mINP, pseudo-label ARI; how far the final training
+features mix the modalities; how much of the oracle − untrained mAP gap each row closes; its mAP and R1 gain
+over the untrained network in standard deviations) and
 writes to ``--out``: ``demo.json`` (every figure of every run, per epoch), ``demo.md`` (the table),
 ``cmc.png`` (CMC curves) and ``curves.png`` (pseudo-label ARI and mAP per epoch), plus one run folder
 per (row, seed) with its config, log and checkpoint. ``docs/synthetic.md`` describes the data.
@@ -28,6 +29,7 @@ import torch
 
 from .config import make_config
 from .data.synthetic import make_sysu, read_marker
+from .metrics import MIXING_K
 from .modality import Modality
 from .plots import Panel, save_panels
 from .train import Trainer, load_eval_set, load_train_set
@@ -100,19 +102,20 @@ class _Run:
         self.trainer = Trainer(cfg, train_set, eval_set, on_epoch=self._on_epoch)
         self.curve: list[dict] = []
 
-    def _probe_ari(self) -> dict[str, float]:
-        """ARI of the clustering the network's features give now (for the oracle too: its training labels
-        are the ground truth, so its own log says 1.0)."""
+    def _probe(self, mixing: bool = False) -> dict:
+        """The probe of the network now, with the ARI of the clustering its features give (for the oracle
+        too: its training labels are the ground truth, so its own log says 1.0)."""
         r = self.trainer.cfg.recipe
         oracle, r.oracle_labels = r.oracle_labels, False
         try:
-            return _ari(self.trainer.probe(evaluate=False)["ari"])
+            probe = self.trainer.probe(evaluate=False, mixing=mixing)
         finally:
             r.oracle_labels = oracle
+        return {**probe, "ari": _ari(probe["ari"])}
 
     def _on_epoch(self, rec: dict) -> None:
         e = rec["epoch"]
-        ari = self._probe_ari() if self.trainer.cfg.recipe.oracle_labels else _ari(rec.get("ari", {}))
+        ari = self._probe()["ari"] if self.trainer.cfg.recipe.oracle_labels else _ari(rec.get("ari", {}))
         ev = rec.get("eval") or {}
         point = {"epoch": e + 1, "mAP": ev.get("mAP"), "R1": ev.get("R1"), "loss": rec.get("loss", {}),
                  "clusters": {k: v for k, v in rec.items() if k.startswith("clusters")}, "time": rec["time"]}
@@ -126,13 +129,13 @@ class _Run:
                     "/".join(f"{ari.get(k, float('nan')):.3f}" for k in ("visible", "infrared")))
 
     def measure_untrained(self) -> dict:
-        probe = self.trainer.probe()
-        ev = probe["eval"]
-        return {"eval": ev, "ari": _ari(probe["ari"]), "curve": []}
+        probe = self._probe(mixing=True)
+        return {"eval": self.trainer.evaluate(), "ari": probe["ari"], "mixing": probe["mixing"], "curve": []}
 
     def train(self) -> dict:
         self.trainer.fit()
-        final_ari = self._probe_ari()
+        probe = self._probe(mixing=True)
+        final_ari = probe["ari"]
         ev = self.trainer.evaluate()
         # ARI per epoch on one axis (epochs trained): recipes log the labels each epoch starts from
         # (epoch e: after e epochs), the oracle's probe runs after each epoch (e + 1), plus the final probe.
@@ -140,7 +143,7 @@ class _Run:
         ari_curve += [(p["epoch"], _intra(p["ari"])) for p in self.curve if "ari" in p]
         if not self.trainer.cfg.recipe.oracle_labels:
             ari_curve.append((self.epochs, _intra(final_ari)))
-        return {"eval": ev, "ari": final_ari, "curve": self.curve, "ari_curve": ari_curve,
+        return {"eval": ev, "ari": final_ari, "mixing": probe["mixing"], "curve": self.curve, "ari_curve": ari_curve,
                 "map_curve": [(p["epoch"], p["mAP"]) for p in self.curve]}
 
 
@@ -166,6 +169,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
             vals = [r["ari"][key] for r in mine if key in r["ari"]]
             if vals:
                 row[f"ARI_{key}"] = _stats(vals)
+        for key in ("cross_share", "cross_nn_precision"):
+            row[key] = _stats([r["mixing"][key] for r in mine if "mixing" in r])
         row["total_s"] = _stats([r["total_s"] for r in mine])
         rows.append(row)
     by = {r["variant"]: r for r in rows}
@@ -193,21 +198,24 @@ def _sigma(row: dict, key: str) -> str:
 
 
 def format_table(rows: list[dict], markdown: bool = False) -> str:
-    head = ["variant", "R1 %", "mAP %", "mINP %", "ARI visible", "ARI infrared", "gap closed", "ΔmAP/σ",
-            "ΔR1/σ", "s / run"]
+    head = ["variant", "R1 %", "mAP %", "mINP %", "ARI visible", "ARI infrared", f"cross@{MIXING_K} %",
+            "cross NN %", "gap closed", "ΔmAP/σ", "ΔR1/σ", "s / run"]
     lines = []
     for r in rows:
         gap = r.get("gap_closed")
         lines.append([
             r["variant"], _pm(r["R1"]), _pm(r["mAP"]), _pm(r["mINP"]),
             _pm(r.get("ARI_visible", (float("nan"),) * 2), 1, 3), _pm(r.get("ARI_infrared", (float("nan"),) * 2), 1, 3),
+            _pm(r.get("cross_share", (float("nan"),) * 2)), _pm(r.get("cross_nn_precision", (float("nan"),) * 2)),
             "–" if gap is None or r["variant"] in ("untrained", "oracle") else f"{100 * gap:.0f} %",
             _sigma(r, "mAP"), _sigma(r, "R1"),
             f"{r['total_s'][0]:.0f}",
         ])
     seeds = rows[0]["seeds"] if rows else []
     note = (f"mean ± std over {len(seeds)} seed(s) {seeds}; SYSU-MM01 all-search single-shot protocol; ARI of the "
-            f"pseudo-labels the final network's features give ({ARI_KEY}); gap closed = share of the oracle − "
+            f"pseudo-labels the final network's features give ({ARI_KEY}); on the training features: cross@{MIXING_K} "
+            f"= share of the other modality among each image's {MIXING_K} nearest images, cross NN = share of images "
+            "whose nearest image of the other modality has their identity; gap closed = share of the oracle − "
             "untrained mAP gap; Δ/σ = gain over the untrained network in units of the larger std of the two (from "
             "2 seeds on)")
     if markdown:

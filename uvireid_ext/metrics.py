@@ -1,5 +1,8 @@
-"""Adjusted Rand index of pseudo-labels against ground truth, under the three usual ways of
-counting DBSCAN outliers (-1). Every figure carries the name of its convention:
+"""Diagnostics against ground truth: the adjusted Rand index of pseudo-labels, the precision of
+cross-modality associations, and how far a feature space mixes the two modalities.
+
+The ARI comes under the three usual ways of counting DBSCAN outliers (-1); every figure carries the
+name of its convention:
 
 * ``outliers_one_cluster``: all outliers form one extra cluster (the labels as they are);
 * ``outliers_singletons``: every outlier is a cluster of its own;
@@ -15,9 +18,13 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from torch import Tensor
 
-__all__ = ["ARI_CONVENTIONS", "ari", "format_ari", "majority_identity", "match_precision"]
+from .ops.distance import knn
+
+__all__ = ["ARI_CONVENTIONS", "MIXING_K", "ari", "format_ari", "majority_identity", "match_precision",
+           "modality_mixing"]
 
 ARI_CONVENTIONS = ("outliers_one_cluster", "outliers_singletons", "outliers_excluded")
+MIXING_K = 40  # the joint clustering's k1 on SYSU-MM01: the lists its k-reciprocal sets come from
 
 
 def _numpy(labels: Tensor | np.ndarray, name: str) -> np.ndarray:
@@ -70,3 +77,58 @@ def match_precision(pairs: Tensor, major_v: Tensor, major_r: Tensor) -> float:
         return math.nan
     a, b = pairs[:, 0].cpu(), pairs[:, 1].cpu()
     return float((major_v[a] == major_r[b]).double().mean())
+
+
+def modality_mixing(features: Tensor, is_ir: Tensor, pid: Tensor, k: int = MIXING_K,
+                    chunk: int = 4096) -> dict[str, float]:
+    """How far ``features`` [N, D] mix the two modalities (``is_ir`` [N] bool; ``pid`` [N] ground truth).
+
+    * ``cross_share``: the share of the other modality among every image's ``k`` nearest other images
+      (squared Euclidean, as the clustering ranks them). Joint clustering and its query expansion can only
+      join what these lists join: near 0, no cluster holds both modalities, whatever the identities.
+    * ``cross_nn_precision``: the share of images whose nearest image of the other modality has their
+      identity, both directions pooled, over the images whose identity the other modality holds (NaN when
+      none does). It bounds what a matching of cross-modality neighbours can get right.
+
+    ``k`` is cut to N − 1 (the figure then covers every other image); NaN for fewer than 2 images or a
+    single modality. ``chunk`` rows of one modality at a time: memory O(chunk · N)."""
+    n = features.shape[0] if features.dim() == 2 else -1
+    if n < 0 or is_ir.shape != (n,) or pid.shape != (n,):
+        raise ValueError(f"modality_mixing: expected features [N, D], is_ir [N] and pid [N], got "
+                         f"{tuple(features.shape)}, {tuple(is_ir.shape)} and {tuple(pid.shape)}")
+    if k < 1 or chunk < 1:
+        raise ValueError(f"modality_mixing: k and chunk must be >= 1, got k={k}, chunk={chunk}")
+    is_ir, pid = is_ir.to(features.device, torch.bool), pid.to(features.device)
+    nan = {"cross_share": math.nan, "cross_nn_precision": math.nan, "k": float(min(k, max(n - 1, 0)))}
+    if n < 2 or bool(is_ir.all()) or not bool(is_ir.any()):
+        return nan
+    x = features.float()
+    kk = min(k, n - 1)
+    idx, _ = knn(x, kk + 1)
+    # self is usually first, but a duplicate row of lower index ranks before it: drop self where it
+    # is, else the last entry
+    own = idx == torch.arange(n, device=idx.device)[:, None]
+    drop = torch.where(own.any(1), own.int().argmax(1), torch.full((n,), kk, device=idx.device))
+    keep = torch.ones_like(own)
+    keep[torch.arange(n, device=idx.device), drop] = False
+    nbrs = idx[keep].view(n, kk)
+    share = float((is_ir[nbrs] != is_ir[:, None]).double().mean())
+
+    # nearest other-modality image, both directions from one pass over visible-row chunks
+    vis, ir = (~is_ir).nonzero().squeeze(1), is_ir.nonzero().squeeze(1)
+    xv, xi = x[vis], x[ir]
+    sq_v, sq_i = (xv * xv).sum(1), (xi * xi).sum(1)
+    best_i = torch.empty(vis.numel(), dtype=torch.int64, device=x.device)
+    col_min = torch.full((ir.numel(),), math.inf, device=x.device)
+    col_arg = torch.zeros(ir.numel(), dtype=torch.int64, device=x.device)
+    for s in range(0, vis.numel(), chunk):
+        d = sq_v[s : s + chunk, None] + sq_i[None, :] - 2 * xv[s : s + chunk] @ xi.T
+        best_i[s : s + chunk] = d.argmin(1)
+        m, a = d.min(0)
+        better = m < col_min  # strict: an earlier chunk (lower visible index) wins ties
+        col_min, col_arg = torch.where(better, m, col_min), torch.where(better, a + s, col_arg)
+    pv, pi = pid[vis], pid[ir]
+    hit = torch.cat([pi[best_i] == pv, pv[col_arg] == pi])
+    both = torch.cat([torch.isin(pv, pi[pi >= 0]), torch.isin(pi, pv[pv >= 0])])
+    prec = float(hit[both].double().mean()) if bool(both.any()) else math.nan
+    return {"cross_share": share, "cross_nn_precision": prec, "k": float(kk)}

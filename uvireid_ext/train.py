@@ -74,6 +74,7 @@ from .data.transforms import augment
 from .distributed import all_gather_rows, broadcast, init_distributed, rank_world, resolve_device
 from .features import extract_features
 from .memory import memory_momentum
+from .metrics import modality_mixing
 from .modality import Modality
 from .model import TwoStreamNet, build_model
 from .objectives import Batch, EpochState, Step, build_objectives
@@ -318,16 +319,21 @@ class Trainer:
             return None
         return run_protocol(self.eval_set, lambda x, ir: self.extract(x, ir, flip=self.cfg.data.test_flip)).summary()
 
-    def probe(self, evaluate: bool = True) -> dict:
+    def probe(self, evaluate: bool = True, mixing: bool = False) -> dict:
         """The current network as it stands: the ARI of the pseudo-labels its features give (the recipe's
-        clustering at the current epoch) and, when ``evaluate``, the test protocol. Changes nothing."""
+        clustering at the current epoch), when ``mixing`` how far its training features mix the modalities
+        (:func:`~uvireid_ext.metrics.modality_mixing`, on the ground-truth identities), and when ``evaluate``
+        the test protocol. Changes nothing."""
         t = time.perf_counter()
-        feats = self.extract(self.images, self.train_set.modality == IR)
+        is_ir = self.train_set.modality == IR
+        feats = self.extract(self.images, is_ir)
         fixed, self.fixed_labels = self.fixed_labels, None
         _, info = self.cluster(feats, self.epoch)
         self.fixed_labels = fixed
         out = {"ari": info.get("ari", {}), "clusters": {k: v for k, v in info.items() if k.startswith("clusters")},
                "time": {"extract+cluster": time.perf_counter() - t}}
+        if mixing:
+            out["mixing"] = modality_mixing(feats, is_ir.to(feats.device), self.train_set.pid)
         if evaluate:
             t = time.perf_counter()
             out["eval"] = self.evaluate()
