@@ -7,9 +7,11 @@ import os
 import re
 
 import pytest
+import torch
 from PIL import Image
 
 from uvireid_ext.__main__ import main
+from uvireid_ext.checkpoint import load_model
 from uvireid_ext.demo import aggregate, format_table, parse_seeds
 
 TINY = ["--ids", "20", "--test-ids", "6", "--per-camera", "3", "--width", "16", "--height", "32", "--epochs", "1",
@@ -31,6 +33,7 @@ def test_seeds():
     (["--test-ids", "19"], "--test-ids must leave"),
     (["--per-camera", "1"], "--per-camera must be >= 2"),
     (["--lr", "0"], "--lr and --eps must be > 0"),
+    (["--init", "pretrained", "--pretrain-iters", "0"], "--pretrain-iters must be >= 1"),
 ])
 def test_bad_arguments_stop_before_any_work(tmp_path, capsys, extra, message):
     out = tmp_path / "demo"
@@ -95,3 +98,23 @@ def test_one_seed_has_no_gain_in_sigma():
     assert all("mAP_gain_std" not in r for r in rows)
     table = format_table(rows)
     assert not re.search(r"\b(inf|nan)\b", table)
+
+
+def test_pretrained_init_reaches_every_row_of_its_seed(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--init", "pretrained", "--pretrain-iters", "3", "--recipes", "baseline",
+                 "--seeds", "1", *TINY]) == 0
+    assert "initial weights pretrained" in capsys.readouterr().out
+    res = json.loads((out / "demo.json").read_text())
+    pre = res["pretrain"]["0"]
+    assert pre["iters"] == 3 and pre["data_seed"] == 1_000_000 and pre["ids"] >= 2
+    # the pretraining set is another generated set: other identities and cameras, the same layout
+    assert json.loads((out / "pretrain" / "data" / "synthetic.json").read_text())["params"]["seed"] == 1_000_000
+    weights = str(out / "pretrain" / "weights_s0.pt")
+    state = torch.load(weights, weights_only=True)
+    for name in ("untrained", "baseline"):
+        cfg = json.loads((out / "runs" / f"{name}_s0" / "config.json").read_text())
+        assert cfg["model"]["weights"] == weights
+    # and training moves away from them
+    model, _ = load_model(str(out / "runs" / "baseline_s0" / "checkpoint.pt"))
+    assert not torch.equal(model.visible.conv1.weight, state["conv1.weight"])

@@ -27,11 +27,13 @@ import time
 
 import torch
 
+from .checkpoint import atomic_save
 from .config import make_config
 from .data.synthetic import make_sysu, read_marker
 from .metrics import MIXING_K
 from .modality import Modality
 from .plots import Panel, save_panels
+from .pretrain import pretrain_visible
 from .train import Trainer, load_eval_set, load_train_set
 
 __all__ = ["ABLATION", "VARIANTS", "format_table", "main", "run_demo"]
@@ -53,6 +55,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 DEFAULT_ROWS = ("oracle", "baseline", "mmm", "ecul")
 ABLATION = ("oracle", "baseline", "baseline+MMLM", "baseline+MMLM+SCA", "mmm", "ecul", "ecul w/o EMCC",
             "ecul w/o TSMem")
+PRETRAIN_SEED_OFFSET = 1_000_000  # the pretraining set's generator seed: data seed + this
 ARI_KEY = "outliers_singletons"  # outliers as singletons: a clustering that drops everything scores 0
 
 
@@ -85,14 +88,14 @@ class _Run:
     """One (row, seed): the trainer, its per-epoch curve and the final figures."""
 
     def __init__(self, name: str, seed: int, args: argparse.Namespace, data: str, train_set: object,
-                 eval_set: object, tag: str) -> None:
+                 eval_set: object, tag: str, weights: str | None = None) -> None:
         recipe, overrides = VARIANTS[name]
         self.name, self.seed, self.tag = name, seed, tag
         self.epochs = args.epochs
         cfg = make_config(recipe, args.epochs, {
             "data": {"data_root": data, "height": args.height, "width": args.width, "eval_trials": args.trials,
                      "eval_every": 1},
-            "model": {"arch": "small"},
+            "model": {"arch": "small", "weights": weights},
             "optim": {"iters": args.iters, "ids_per_batch": args.p, "instances": args.k, "lr": args.lr,
                       "step_size": max(1, args.epochs * 2 // 3)},
             "recipe": {"eps": args.eps, **overrides},
@@ -197,7 +200,7 @@ def _sigma(row: dict, key: str) -> str:
     return "–" if row["variant"] == "untrained" or not math.isfinite(v) else f"{v:.1f}"
 
 
-def format_table(rows: list[dict], markdown: bool = False) -> str:
+def format_table(rows: list[dict], markdown: bool = False, init: str = "random") -> str:
     head = ["variant", "R1 %", "mAP %", "mINP %", "ARI visible", "ARI infrared", f"cross@{MIXING_K} %",
             "cross NN %", "gap closed", "ΔmAP/σ", "ΔR1/σ", "s / run"]
     lines = []
@@ -212,7 +215,10 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
             f"{r['total_s'][0]:.0f}",
         ])
     seeds = rows[0]["seeds"] if rows else []
-    note = (f"mean ± std over {len(seeds)} seed(s) {seeds}; SYSU-MM01 all-search single-shot protocol; ARI of the "
+    start = ("initial weights pretrained per seed on the visible images of other generated identities (the "
+             "stand-in for ImageNet weights)" if init == "pretrained" else "initial weights random")
+    note = (f"{start}; mean ± std over {len(seeds)} seed(s) {seeds}; SYSU-MM01 all-search single-shot protocol; "
+            "ARI of the "
             f"pseudo-labels the final network's features give ({ARI_KEY}); on the training features: cross@{MIXING_K} "
             f"= share of the other modality among each image's {MIXING_K} nearest images, cross NN = share of images "
             "whose nearest image of the other modality has their identity; gap closed = share of the oracle − "
@@ -268,11 +274,27 @@ def write_plots(runs: list[dict], out: str) -> tuple[str, str]:
     return paths
 
 
-def _prepare_data(args: argparse.Namespace) -> str:
-    """The generated set to use: ``--data`` as given (it must be one), else ``<out>/data``, written when
-    absent and checked to hold the requested parameters when present."""
-    want = {"ids": args.ids, "seed": args.data_seed, "per_camera": args.per_camera,
+def _generated(folder: str, args: argparse.Namespace, seed: int) -> str:
+    """``folder`` holding the set the generator arguments ask for with ``seed``: written when absent,
+    checked to hold exactly those parameters when present."""
+    want = {"ids": args.ids, "seed": seed, "per_camera": args.per_camera,
             "size": [args.width, args.height], "test_ids": args.test_ids, "vary_counts": True}
+    rec = read_marker(folder) if os.path.isdir(folder) else None
+    if rec is not None and rec.get("params") == want:
+        return folder
+    if os.path.isdir(folder) and os.listdir(folder):
+        found = "other generator parameters" if rec else "no generator record"
+        raise ValueError(f"demo: {folder} exists with {found}; remove it or choose another --out")
+    t = time.perf_counter()
+    make_sysu(folder, ids=args.ids, seed=seed, per_camera=args.per_camera, size=(args.width, args.height),
+              test_ids=args.test_ids)
+    logger.info("demo: synthetic SYSU-MM01-shaped set written to %s in %.1f s", folder, time.perf_counter() - t)
+    return folder
+
+
+def _prepare_data(args: argparse.Namespace) -> tuple[str, int]:
+    """The generated set to use and its generator seed: ``--data`` as given (it must be one), else
+    ``<out>/data``."""
     if args.data:
         rec = read_marker(args.data)
         if rec is None or rec.get("kind") != "sysu":
@@ -281,19 +303,31 @@ def _prepare_data(args: argparse.Namespace) -> str:
         if rec["params"]["size"] != [args.width, args.height]:
             raise ValueError(f"demo: --data {args.data} holds {rec['params']['size'][0]}x{rec['params']['size'][1]} "
                              f"images but --width/--height ask for {args.width}x{args.height}")
-        return args.data
-    data = os.path.join(args.out, "data")
-    rec = read_marker(data) if os.path.isdir(data) else None
-    if rec is not None and rec.get("params") == want:
-        return data
-    if os.path.isdir(data) and os.listdir(data):
-        found = "other generator parameters" if rec else "no generator record"
-        raise ValueError(f"demo: {data} exists with {found}; remove it or choose another --out")
-    t = time.perf_counter()
-    make_sysu(data, ids=args.ids, seed=args.data_seed, per_camera=args.per_camera, size=(args.width, args.height),
-              test_ids=args.test_ids)
-    logger.info("demo: synthetic SYSU-MM01-shaped set written to %s in %.1f s", data, time.perf_counter() - t)
-    return data
+        return args.data, int(rec["params"]["seed"])
+    return _generated(os.path.join(args.out, "data"), args, args.data_seed), args.data_seed
+
+
+def _pretrained_weights(args: argparse.Namespace, data_seed: int, seeds: list[int]) -> tuple[dict[int, str], dict]:
+    """``--init pretrained``: for every training seed, weights from :func:`pretrain_visible` on the visible
+    images of a second generated set (generator seed ``data_seed + PRETRAIN_SEED_OFFSET``: other identities,
+    other cameras), written to ``<out>/pretrain/``. Returns the paths by seed and a summary per seed."""
+    folder = os.path.join(args.out, "pretrain")
+    data = _generated(os.path.join(folder, "data"), args, data_seed + PRETRAIN_SEED_OFFSET)
+    pre = load_train_set("sysu", data, args.height, args.width)
+    vis = pre.modality == Modality.VISIBLE
+    paths, summary = {}, {}
+    for seed in seeds:
+        t = time.perf_counter()
+        state, info = pretrain_visible(pre.images[vis], pre.pid[vis], "small", iters=args.pretrain_iters,
+                                       ids_per_batch=args.p, instances=args.k, lr=args.lr,
+                                       pad=max(1, round(10 * args.height / 288)), seed=seed)
+        paths[seed] = os.path.join(folder, f"weights_s{seed}.pt")
+        atomic_save(state, paths[seed])
+        summary[seed] = {**info, "time_s": time.perf_counter() - t, "data_seed": data_seed + PRETRAIN_SEED_OFFSET}
+        logger.info("demo: pretrained seed %d on %d visible images of %d other identities in %.0f s (loss %.2f → "
+                    "%.2f): %s", seed, int(info["images"]), int(info["ids"]), summary[seed]["time_s"],
+                    info["loss_first"], info["loss_last"], paths[seed])
+    return paths, summary
 
 
 def check_args(args: argparse.Namespace) -> tuple[list[int], list[str]]:
@@ -308,6 +342,8 @@ def check_args(args: argparse.Namespace) -> tuple[list[int], list[str]]:
     for name in ("epochs", "iters", "p", "k", "trials", "ids", "test_ids", "per_camera", "width", "height"):
         if getattr(args, name) < 1:
             raise ValueError(f"demo: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.pretrain_iters < 1:
+        raise ValueError(f"demo: --pretrain-iters must be >= 1, got {args.pretrain_iters}")
     if args.threads < 0:
         raise ValueError(f"demo: --threads must be >= 0 (0: all cores), got {args.threads}")
     if not args.lr > 0 or not args.eps > 0:
@@ -330,7 +366,11 @@ def run_demo(args: argparse.Namespace) -> dict:
     args.threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    data = _prepare_data(args)
+    data, data_seed = _prepare_data(args)
+    weights: dict[int, str] = {}
+    pretrain: dict = {}
+    if args.init == "pretrained":
+        weights, pretrain = _pretrained_weights(args, data_seed, seeds)
     t = time.perf_counter()
     train_set = load_train_set("sysu", data, args.height, args.width)
     eval_set = load_eval_set("sysu", data, args.height, args.width, trials=args.trials)
@@ -345,23 +385,24 @@ def run_demo(args: argparse.Namespace) -> dict:
             tag = f"[{len(runs) + 1}/{total}] seed {seed}"
             logger.info("demo: %s %s ...", tag, name)
             t = time.perf_counter()
-            run = _Run(name, seed, args, data, train_set, eval_set, tag)
+            run = _Run(name, seed, args, data, train_set, eval_set, tag, weights.get(seed))
             res = run.measure_untrained() if name == "untrained" else run.train()
             res.update(variant=name, seed=seed, total_s=time.perf_counter() - t)
             runs.append(res)
             logger.info("demo: %s %s done in %.0f s: R1 %.1f%%, mAP %.1f%%", tag, name, res["total_s"],
                         100 * res["eval"]["R1"], 100 * res["eval"]["mAP"])
     rows = aggregate(runs)
-    table = format_table(rows)
+    table = format_table(rows, init=args.init)
     print(table)
     cmc_path, curves_path = write_plots(runs, args.out)
     settings = {k: v for k, v in vars(args).items() if not callable(v)}
     out = {"rows": rows, "runs": runs, "settings": settings, "wall_s": time.perf_counter() - t_all,
-           "data": read_marker(data), "train_images": len(train_set), "queries": len(eval_set.query)}
+           "data": read_marker(data), "train_images": len(train_set), "queries": len(eval_set.query),
+           "pretrain": pretrain}
     with open(os.path.join(args.out, "demo.json"), "w") as f:
         json.dump(out, f, indent=1)
     with open(os.path.join(args.out, "demo.md"), "w") as f:
-        f.write(format_table(rows, markdown=True))
+        f.write(format_table(rows, markdown=True, init=args.init))
     print(f"wrote {os.path.join(args.out, 'demo.json')}, demo.md, {cmc_path} and {curves_path}; "
           f"demo wall time {out['wall_s']:.0f} s")
     return out
@@ -393,6 +434,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default: %(default)s)")
     g.add_argument("--eps", type=float, default=0.5, help="DBSCAN eps of the clustering (default: %(default)s)")
     g.add_argument("--trials", type=int, default=10, help="SYSU gallery trials per evaluation (default: %(default)s)")
+    g.add_argument("--init", choices=("random", "pretrained"), default="random",
+                   help="initial weights of every row: random, or pretrained per seed on the visible images of a "
+                   "second generated set with other identities and cameras, the stand-in for the ImageNet "
+                   "weights the published recipes start from (default: %(default)s)")
+    g.add_argument("--pretrain-iters", type=int, default=1200, help="iterations of that pretraining, batches "
+                   "as in training (default: %(default)s)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
 
 
