@@ -12,6 +12,7 @@ from PIL import Image
 
 from uvireid_ext.__main__ import main
 from uvireid_ext.checkpoint import load_model
+from uvireid_ext.data.synthetic import make_sysu
 from uvireid_ext.demo import aggregate, format_table, parse_seeds
 
 TINY = ["--ids", "20", "--test-ids", "6", "--per-camera", "3", "--width", "16", "--height", "32", "--epochs", "1",
@@ -101,20 +102,32 @@ def test_one_seed_has_no_gain_in_sigma():
 
 
 def test_pretrained_init_reaches_every_row_of_its_seed(tmp_path, capsys):
+    data = tmp_path / "set"
+    make_sysu(str(data), ids=20, test_ids=6, per_camera=4, size=(16, 32), seed=3)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--init", "pretrained", "--pretrain-iters", "3", "--recipes", "baseline",
-                 "--seeds", "1", *TINY]) == 0
+    assert main(["demo", "--out", str(out), "--data", str(data), "--init", "pretrained", "--pretrain-iters", "3",
+                 "--recipes", "baseline", "--seeds", "1", *TINY]) == 0
     assert "initial weights pretrained" in capsys.readouterr().out
     res = json.loads((out / "demo.json").read_text())
     pre = res["pretrain"]["0"]
-    assert pre["iters"] == 3 and pre["data_seed"] == 1_000_000 and pre["ids"] >= 2
-    # the pretraining set is another generated set: other identities and cameras, the same layout
-    assert json.loads((out / "pretrain" / "data" / "synthetic.json").read_text())["params"]["seed"] == 1_000_000
+    assert pre["iters"] == 3 and pre["data_seed"] == 1_000_003 and pre["ids"] >= 2
+    # the pretraining set is the --data set's generator with another seed (other identities and cameras),
+    # not the command line's generator arguments (--per-camera 3 in TINY)
+    params = json.loads((data / "synthetic.json").read_text())["params"]
+    pre_params = json.loads((out / "pretrain" / "data" / "synthetic.json").read_text())["params"]
+    assert pre_params == {**params, "seed": 1_000_003} and pre_params["per_camera"] == 4
     weights = str(out / "pretrain" / "weights_s0.pt")
     state = torch.load(weights, weights_only=True)
     for name in ("untrained", "baseline"):
         cfg = json.loads((out / "runs" / f"{name}_s0" / "config.json").read_text())
         assert cfg["model"]["weights"] == weights
-    # and training moves away from them
+    # the untrained row measures the pretrained network, not the random one of the same seed
+    random_out = tmp_path / "random"
+    assert main(["demo", "--out", str(random_out), "--data", str(data), "--recipes", "untrained", "--seeds", "1",
+                 *TINY]) == 0
+    random_untrained = json.loads((random_out / "demo.json").read_text())["runs"][0]
+    assert random_untrained["variant"] == "untrained"
+    assert random_untrained["eval"]["mAP"] != res["runs"][0]["eval"]["mAP"]
+    # and training moves away from the pretrained weights
     model, _ = load_model(str(out / "runs" / "baseline_s0" / "checkpoint.pt"))
     assert not torch.equal(model.visible.conv1.weight, state["conv1.weight"])

@@ -99,3 +99,8 @@ def test_modality_mixing_edges_and_bad_input():
         modality_mixing(x, torch.zeros(3, dtype=torch.bool), torch.arange(4))
     with pytest.raises(ValueError, match="modality_mixing: k and chunk must be >= 1, got k=0"):
         modality_mixing(x, torch.zeros(4, dtype=torch.bool), torch.arange(4), k=0)
+    with pytest.raises(ValueError, match="modality_mixing: is_ir must be a bool tensor .* got torch.int64"):
+        modality_mixing(x, torch.tensor([1, 2, 1, 2]), torch.arange(4))  # modality codes, not a mask
+    x[2, 1] = math.nan
+    with pytest.raises(ValueError, match="modality_mixing: features row 2 is not finite"):
+        modality_mixing(x, torch.tensor([True, False, True, False]), torch.arange(4))

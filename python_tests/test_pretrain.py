@@ -54,12 +54,24 @@ def test_learns_the_identities():
 @pytest.mark.parametrize("kwargs, message", [
     ({"iters": 0}, "iters must be >= 1, got 0"),
     ({"instances": 0}, "instances must be >= 1"),
-    ({"ids_per_batch": 5}, "ids_per_batch=5 exceeds the 4 identities"),
+    ({"ids_per_batch": 5}, "ids_per_batch=5 exceeds the 4 labelled identities"),
+    ({"lr": 0.0}, "lr must be > 0 and weight_decay >= 0, got lr=0.0"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
 ])
 def test_bad_arguments(kwargs, message):
     images, pid = _images()
     with pytest.raises(ValueError, match=message):
         pretrain_visible(images, pid, **kwargs)
+
+
+def test_unlabelled_images_are_never_drawn():
+    images, pid = _images()
+    pid = pid.clone()
+    pid[:6] = -1  # the first identity unlabelled: three classes remain
+    _, info = pretrain_visible(images, pid, torch.arange(24) % 2, iters=2, ids_per_batch=3, instances=2)
+    assert info["ids"] == 3
+    with pytest.raises(ValueError, match="ids_per_batch=4 exceeds the 3 labelled identities"):
+        pretrain_visible(images, pid, ids_per_batch=4)
 
 
 def test_bad_shapes():
@@ -68,3 +80,5 @@ def test_bad_shapes():
         pretrain_visible(images.float(), pid)
     with pytest.raises(ValueError, match=r"pretrain_visible: pid must be \[N\] = \[24\]"):
         pretrain_visible(images, pid[:5])
+    with pytest.raises(ValueError, match=r"pretrain_visible: cameras must be \[N\] = \[24\]"):
+        pretrain_visible(images, pid, torch.zeros(3, dtype=torch.int64))

@@ -8,6 +8,10 @@ seed measures the bounds and the recipes on the same data, loop and budget:
   from the first epoch (the upper bound);
 * ``baseline``, ``mmm``, ``ecul`` (and with ``--ablation`` their variants): pseudo-labels from clustering.
 
+Every row starts from random weights, or with ``--init pretrained`` from a visible-only identity
+pretraining on a second generated set (``uvireid_ext.pretrain``), the stand-in for the ImageNet weights the
+published recipes start from; the untrained row is then the pretrained network.
+
 Prints a table (mean ± std over the seeds of R1, mAP, mINP, pseudo-label ARI; how far the final training
 features mix the modalities; how much of the oracle − untrained mAP gap each row closes; its mAP and R1 gain
 over the untrained network in standard deviations) and
@@ -30,6 +34,7 @@ import torch
 from .checkpoint import atomic_save
 from .config import make_config
 from .data.synthetic import make_sysu, read_marker
+from .data.transforms import crop_pad
 from .metrics import MIXING_K
 from .modality import Modality
 from .plots import Panel, save_panels
@@ -55,7 +60,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 DEFAULT_ROWS = ("oracle", "baseline", "mmm", "ecul")
 ABLATION = ("oracle", "baseline", "baseline+MMLM", "baseline+MMLM+SCA", "mmm", "ecul", "ecul w/o EMCC",
             "ecul w/o TSMem")
-PRETRAIN_SEED_OFFSET = 1_000_000  # the pretraining set's generator seed: data seed + this
+# The pretraining set is the training set's generator with its seed moved this far: independent identities
+# and cameras, and out of the way of the small data seeds users choose for their own sets.
+PRETRAIN_SEED_OFFSET = 1_000_000
 ARI_KEY = "outliers_singletons"  # outliers as singletons: a clustering that drops everything scores 0
 
 
@@ -220,8 +227,9 @@ def format_table(rows: list[dict], markdown: bool = False, init: str = "random")
     note = (f"{start}; mean ± std over {len(seeds)} seed(s) {seeds}; SYSU-MM01 all-search single-shot protocol; "
             "ARI of the "
             f"pseudo-labels the final network's features give ({ARI_KEY}); on the training features: cross@{MIXING_K} "
-            f"= share of the other modality among each image's {MIXING_K} nearest images, cross NN = share of images "
-            "whose nearest image of the other modality has their identity; gap closed = share of the oracle − "
+            f"= share of the other modality among each image's {MIXING_K} nearest other images (all of them in a "
+            "smaller set), cross NN = share of images whose nearest image of the other modality has their identity "
+            "(of the images whose identity the other modality holds); gap closed = share of the oracle − "
             "untrained mAP gap; Δ/σ = gain over the untrained network in units of the larger std of the two (from "
             "2 seeds on)")
     if markdown:
@@ -274,11 +282,9 @@ def write_plots(runs: list[dict], out: str) -> tuple[str, str]:
     return paths
 
 
-def _generated(folder: str, args: argparse.Namespace, seed: int) -> str:
-    """``folder`` holding the set the generator arguments ask for with ``seed``: written when absent,
-    checked to hold exactly those parameters when present."""
-    want = {"ids": args.ids, "seed": seed, "per_camera": args.per_camera,
-            "size": [args.width, args.height], "test_ids": args.test_ids, "vary_counts": True}
+def _generated(folder: str, want: dict) -> str:
+    """``folder`` holding the set of generator parameters ``want`` (as ``synthetic.json`` records them):
+    written when absent, checked to hold exactly those parameters when present."""
     rec = read_marker(folder) if os.path.isdir(folder) else None
     if rec is not None and rec.get("params") == want:
         return folder
@@ -286,15 +292,15 @@ def _generated(folder: str, args: argparse.Namespace, seed: int) -> str:
         found = "other generator parameters" if rec else "no generator record"
         raise ValueError(f"demo: {folder} exists with {found}; remove it or choose another --out")
     t = time.perf_counter()
-    make_sysu(folder, ids=args.ids, seed=seed, per_camera=args.per_camera, size=(args.width, args.height),
-              test_ids=args.test_ids)
+    make_sysu(folder, ids=want["ids"], seed=want["seed"], per_camera=want["per_camera"], size=tuple(want["size"]),
+              test_ids=want["test_ids"], vary_counts=want["vary_counts"])
     logger.info("demo: synthetic SYSU-MM01-shaped set written to %s in %.1f s", folder, time.perf_counter() - t)
     return folder
 
 
-def _prepare_data(args: argparse.Namespace) -> tuple[str, int]:
-    """The generated set to use and its generator seed: ``--data`` as given (it must be one), else
-    ``<out>/data``."""
+def _prepare_data(args: argparse.Namespace) -> tuple[str, dict]:
+    """The generated set to use and its generator parameters: ``--data`` as given (it must be one), else
+    ``<out>/data`` from the generator arguments."""
     if args.data:
         rec = read_marker(args.data)
         if rec is None or rec.get("kind") != "sysu":
@@ -303,27 +309,32 @@ def _prepare_data(args: argparse.Namespace) -> tuple[str, int]:
         if rec["params"]["size"] != [args.width, args.height]:
             raise ValueError(f"demo: --data {args.data} holds {rec['params']['size'][0]}x{rec['params']['size'][1]} "
                              f"images but --width/--height ask for {args.width}x{args.height}")
-        return args.data, int(rec["params"]["seed"])
-    return _generated(os.path.join(args.out, "data"), args, args.data_seed), args.data_seed
+        return args.data, rec["params"]
+    want = {"ids": args.ids, "seed": args.data_seed, "per_camera": args.per_camera,
+            "size": [args.width, args.height], "test_ids": args.test_ids, "vary_counts": True}
+    return _generated(os.path.join(args.out, "data"), want), want
 
 
-def _pretrained_weights(args: argparse.Namespace, data_seed: int, seeds: list[int]) -> tuple[dict[int, str], dict]:
+def _pretrained_weights(args: argparse.Namespace, params: dict, seeds: list[int]) -> tuple[dict[int, str], dict]:
     """``--init pretrained``: for every training seed, weights from :func:`pretrain_visible` on the visible
-    images of a second generated set (generator seed ``data_seed + PRETRAIN_SEED_OFFSET``: other identities,
-    other cameras), written to ``<out>/pretrain/``. Returns the paths by seed and a summary per seed."""
+    training images of a second generated set (the training set's generator ``params`` with the seed moved
+    by ``PRETRAIN_SEED_OFFSET``: other identities, other cameras, the same layout), written to
+    ``<out>/pretrain/``. Returns the paths by seed and a summary per seed."""
     folder = os.path.join(args.out, "pretrain")
-    data = _generated(os.path.join(folder, "data"), args, data_seed + PRETRAIN_SEED_OFFSET)
+    want = {**params, "seed": params["seed"] + PRETRAIN_SEED_OFFSET}
+    data = _generated(os.path.join(folder, "data"), want)
     pre = load_train_set("sysu", data, args.height, args.width)
     vis = pre.modality == Modality.VISIBLE
     paths, summary = {}, {}
     for seed in seeds:
         t = time.perf_counter()
-        state, info = pretrain_visible(pre.images[vis], pre.pid[vis], "small", iters=args.pretrain_iters,
+        state, info = pretrain_visible(pre.images[vis], pre.pid[vis], pre.camera[vis], "small",
+                                       iters=args.pretrain_iters,
                                        ids_per_batch=args.p, instances=args.k, lr=args.lr,
-                                       pad=max(1, round(10 * args.height / 288)), seed=seed)
+                                       pad=crop_pad(args.height), seed=seed)
         paths[seed] = os.path.join(folder, f"weights_s{seed}.pt")
         atomic_save(state, paths[seed])
-        summary[seed] = {**info, "time_s": time.perf_counter() - t, "data_seed": data_seed + PRETRAIN_SEED_OFFSET}
+        summary[seed] = {**info, "time_s": time.perf_counter() - t, "data_seed": want["seed"]}
         logger.info("demo: pretrained seed %d on %d visible images of %d other identities in %.0f s (loss %.2f → "
                     "%.2f): %s", seed, int(info["images"]), int(info["ids"]), summary[seed]["time_s"],
                     info["loss_first"], info["loss_last"], paths[seed])
@@ -342,7 +353,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[int], list[str]]:
     for name in ("epochs", "iters", "p", "k", "trials", "ids", "test_ids", "per_camera", "width", "height"):
         if getattr(args, name) < 1:
             raise ValueError(f"demo: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.pretrain_iters < 1:
+    if args.init == "pretrained" and args.pretrain_iters < 1:
         raise ValueError(f"demo: --pretrain-iters must be >= 1, got {args.pretrain_iters}")
     if args.threads < 0:
         raise ValueError(f"demo: --threads must be >= 0 (0: all cores), got {args.threads}")
@@ -366,11 +377,11 @@ def run_demo(args: argparse.Namespace) -> dict:
     args.threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    data, data_seed = _prepare_data(args)
+    data, params = _prepare_data(args)
     weights: dict[int, str] = {}
     pretrain: dict = {}
     if args.init == "pretrained":
-        weights, pretrain = _pretrained_weights(args, data_seed, seeds)
+        weights, pretrain = _pretrained_weights(args, params, seeds)
     t = time.perf_counter()
     train_set = load_train_set("sysu", data, args.height, args.width)
     eval_set = load_eval_set("sysu", data, args.height, args.width, trials=args.trials)
@@ -438,8 +449,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="initial weights of every row: random, or pretrained per seed on the visible images of a "
                    "second generated set with other identities and cameras, the stand-in for the ImageNet "
                    "weights the published recipes start from (default: %(default)s)")
-    g.add_argument("--pretrain-iters", type=int, default=1200, help="iterations of that pretraining, batches "
-                   "as in training (default: %(default)s)")
+    g.add_argument("--pretrain-iters", type=int, default=1200, help="iterations of that pretraining, each a "
+                   "batch of --p identities x --k visible images, two views of each (default: %(default)s)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
 
 

@@ -24,7 +24,7 @@ __all__ = ["ARI_CONVENTIONS", "MIXING_K", "ari", "format_ari", "majority_identit
            "modality_mixing"]
 
 ARI_CONVENTIONS = ("outliers_one_cluster", "outliers_singletons", "outliers_excluded")
-MIXING_K = 40  # the joint clustering's k1 on SYSU-MM01: the lists its k-reciprocal sets come from
+MIXING_K = 40  # about the joint clustering's rank lists on SYSU-MM01 (k1 = 40 with self): what it can join
 
 
 def _numpy(labels: Tensor | np.ndarray, name: str) -> np.ndarray:
@@ -80,7 +80,7 @@ def match_precision(pairs: Tensor, major_v: Tensor, major_r: Tensor) -> float:
 
 
 def modality_mixing(features: Tensor, is_ir: Tensor, pid: Tensor, k: int = MIXING_K,
-                    chunk: int = 4096) -> dict[str, float]:
+                    chunk: int = 2048) -> dict[str, float]:
     """How far ``features`` [N, D] mix the two modalities (``is_ir`` [N] bool; ``pid`` [N] ground truth).
 
     * ``cross_share``: the share of the other modality among every image's ``k`` nearest other images
@@ -88,7 +88,8 @@ def modality_mixing(features: Tensor, is_ir: Tensor, pid: Tensor, k: int = MIXIN
       join what these lists join: near 0, no cluster holds both modalities, whatever the identities.
     * ``cross_nn_precision``: the share of images whose nearest image of the other modality has their
       identity, both directions pooled, over the images whose identity the other modality holds (NaN when
-      none does). It bounds what a matching of cross-modality neighbours can get right.
+      none does). It bounds what a matching of cross-modality neighbours can get right. Distances in
+      float64, ties to the lower index.
 
     ``k`` is cut to N − 1 (the figure then covers every other image); NaN for fewer than 2 images or a
     single modality. ``chunk`` rows of one modality at a time: memory O(chunk · N)."""
@@ -96,14 +97,23 @@ def modality_mixing(features: Tensor, is_ir: Tensor, pid: Tensor, k: int = MIXIN
     if n < 0 or is_ir.shape != (n,) or pid.shape != (n,):
         raise ValueError(f"modality_mixing: expected features [N, D], is_ir [N] and pid [N], got "
                          f"{tuple(features.shape)}, {tuple(is_ir.shape)} and {tuple(pid.shape)}")
+    if is_ir.dtype != torch.bool:
+        raise ValueError(f"modality_mixing: is_ir must be a bool tensor (True = infrared), got {is_ir.dtype}")
     if k < 1 or chunk < 1:
         raise ValueError(f"modality_mixing: k and chunk must be >= 1, got k={k}, chunk={chunk}")
-    is_ir, pid = is_ir.to(features.device, torch.bool), pid.to(features.device)
+    if not bool(torch.isfinite(features).all()):
+        bad = int((~torch.isfinite(features)).any(1).nonzero()[0])
+        raise ValueError(f"modality_mixing: features row {bad} is not finite")
+    is_ir, pid = is_ir.to(features.device), pid.to(features.device)
     nan = {"cross_share": math.nan, "cross_nn_precision": math.nan, "k": float(min(k, max(n - 1, 0)))}
     if n < 2 or bool(is_ir.all()) or not bool(is_ir.any()):
         return nan
-    x = features.float()
-    kk = min(k, n - 1)
+    with torch.no_grad():
+        return _mixing(features.detach().float(), is_ir, pid, min(k, n - 1), chunk)
+
+
+def _mixing(x: Tensor, is_ir: Tensor, pid: Tensor, kk: int, chunk: int) -> dict[str, float]:
+    n = x.shape[0]
     idx, _ = knn(x, kk + 1)
     # self is usually first, but a duplicate row of lower index ranks before it: drop self where it
     # is, else the last entry
@@ -116,10 +126,10 @@ def modality_mixing(features: Tensor, is_ir: Tensor, pid: Tensor, k: int = MIXIN
 
     # nearest other-modality image, both directions from one pass over visible-row chunks
     vis, ir = (~is_ir).nonzero().squeeze(1), is_ir.nonzero().squeeze(1)
-    xv, xi = x[vis], x[ir]
+    xv, xi = x[vis].double(), x[ir].double()  # float64: near-ties decided by the data, not by rounding
     sq_v, sq_i = (xv * xv).sum(1), (xi * xi).sum(1)
     best_i = torch.empty(vis.numel(), dtype=torch.int64, device=x.device)
-    col_min = torch.full((ir.numel(),), math.inf, device=x.device)
+    col_min = torch.full((ir.numel(),), math.inf, dtype=torch.float64, device=x.device)
     col_arg = torch.zeros(ir.numel(), dtype=torch.int64, device=x.device)
     for s in range(0, vis.numel(), chunk):
         d = sq_v[s : s + chunk, None] + sq_i[None, :] - 2 * xv[s : s + chunk] @ xi.T

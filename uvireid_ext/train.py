@@ -70,7 +70,7 @@ from .cluster import CONFIGS, Labels, label_stats, oracle_labels, recipe_labels
 from .config import Config, save_config, validate
 from .data.samplers import IdentitySampler, paired_batch
 from .data.sets import EvalSet, TrainSet, load_eval_set, load_train_set
-from .data.transforms import augment
+from .data.transforms import augment, crop_pad
 from .distributed import all_gather_rows, broadcast, init_distributed, rank_world, resolve_device
 from .features import extract_features
 from .memory import memory_momentum
@@ -262,8 +262,7 @@ class Trainer:
         intra = labels.intra
         sums: dict[str, Tensor] = {}  # summed on the device: no host sync per iteration
         images = 0
-        # pad 10 px at the standard 288-pixel height; small demo images get the same relative shift
-        pad = max(1, round(10 * cfg.data.height / 288))
+        pad = crop_pad(cfg.data.height)
         self.net.train()
         desc = f"{cfg.recipe.recipe} epoch {epoch + 1}/{cfg.optim.epochs}"
         for _ in progress(range(cfg.optim.iters), desc, cfg.run.progress and self.rank == 0):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["augment", "channel_adaptive_gray", "channel_exchange", "normalize", "to_float"]
+__all__ = ["augment", "channel_adaptive_gray", "channel_exchange", "crop_pad", "normalize", "to_float"]
 
 # The fill of AGW's ChannelRandomErasing (CIFAR means, written into the normalised tensor).
 _ERASE_FILL = (0.4914, 0.4822, 0.4465)
@@ -42,6 +42,12 @@ def _rand(n: int, g: torch.Generator, device: torch.device) -> Tensor:
 def _randint(high: Tensor | int, n: int, g: torch.Generator, device: torch.device) -> Tensor:
     """Uniform integers in [0, high) per sample (high may differ per sample)."""
     return (_rand(n, g, device) * high).floor().long()
+
+
+def crop_pad(height: int) -> int:
+    """The random crop's padding for images ``height`` pixels high: 10 px at the standard 288, so that
+    small demo images get the same relative shift (at least 1 px)."""
+    return max(1, round(10 * height / 288))
 
 
 def pad_crop_flip(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
