@@ -292,8 +292,7 @@ def _generated(folder: str, want: dict) -> str:
         found = "other generator parameters" if rec else "no generator record"
         raise ValueError(f"demo: {folder} exists with {found}; remove it or choose another --out")
     t = time.perf_counter()
-    make_sysu(folder, ids=want["ids"], seed=want["seed"], per_camera=want["per_camera"], size=tuple(want["size"]),
-              test_ids=want["test_ids"], vary_counts=want["vary_counts"])
+    make_sysu(folder, **{**want, "size": tuple(want["size"])})  # the record's keys are make_sysu's arguments
     logger.info("demo: synthetic SYSU-MM01-shaped set written to %s in %.1f s", folder, time.perf_counter() - t)
     return folder
 

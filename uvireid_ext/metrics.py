@@ -105,11 +105,11 @@ def modality_mixing(features: Tensor, is_ir: Tensor, pid: Tensor, k: int = MIXIN
         bad = int((~torch.isfinite(features)).any(1).nonzero()[0])
         raise ValueError(f"modality_mixing: features row {bad} is not finite")
     is_ir, pid = is_ir.to(features.device), pid.to(features.device)
-    nan = {"cross_share": math.nan, "cross_nn_precision": math.nan, "k": float(min(k, max(n - 1, 0)))}
+    kk = min(k, max(n - 1, 0))
     if n < 2 or bool(is_ir.all()) or not bool(is_ir.any()):
-        return nan
+        return {"cross_share": math.nan, "cross_nn_precision": math.nan, "k": float(kk)}
     with torch.no_grad():
-        return _mixing(features.detach().float(), is_ir, pid, min(k, n - 1), chunk)
+        return _mixing(features.detach().float(), is_ir, pid, kk, chunk)
 
 
 def _mixing(x: Tensor, is_ir: Tensor, pid: Tensor, kk: int, chunk: int) -> dict[str, float]:

@@ -332,7 +332,7 @@ class Trainer:
         out = {"ari": info.get("ari", {}), "clusters": {k: v for k, v in info.items() if k.startswith("clusters")},
                "time": {"extract+cluster": time.perf_counter() - t}}
         if mixing:
-            out["mixing"] = modality_mixing(feats, is_ir.to(feats.device), self.train_set.pid)
+            out["mixing"] = modality_mixing(feats, is_ir, self.train_set.pid)
         if evaluate:
             t = time.perf_counter()
             out["eval"] = self.evaluate()
